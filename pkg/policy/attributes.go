@@ -16,8 +16,12 @@ type Attributes struct {
 	ResourceRequest bool   `json:"resourceRequest"`
 	Path            string `json:"path"`
 	DryRun          bool   `json:"dryRun,omitempty"`
-	// Impersonate lists who the request impersonates (kubectl --as), "user:NAME", "group:NAME", "uid:UID".
+	// Impersonate lists who the request impersonates (kubectl --as), "user:NAME", "group:NAME", "uid:UID",
+	// and "extra:KEY=VALUE" (Impersonate-Extra-KEY). Evaluate also checks each entry as the verb
+	// `impersonate` on users, groups, serviceaccounts, uids or userextras/KEY (see ImpersonationAttributes).
 	Impersonate []string `json:"impersonate,omitempty"`
+	// Command is the argv of a pods/exec request (its `command=` query parameters), for CEL's `exec`.
+	Command []string `json:"command,omitempty"`
 }
 
 // Action is what a rule (or the default) says to do.
