@@ -45,6 +45,9 @@ var (
 	ErrConsumed = errors.New("approval already used")
 	// ErrMismatch: Consume with a request digest other than the approved one.
 	ErrMismatch = errors.New("request does not match the approved request")
+	// ErrInvalid: an argument the store cannot take (an empty id, a negative
+	// seq, Required < 1, an unknown verdict).
+	ErrInvalid = errors.New("invalid argument")
 	// ErrUnsupportedURL: Open with a URL whose scheme is not a known store.
 	ErrUnsupportedURL = errors.New("unsupported store URL")
 )
@@ -94,7 +97,7 @@ type Store interface {
 	// state after the append. The session must exist (ErrNotFound).
 	AppendTranscript(ctx context.Context, sessionID string, firstSeq int64, lines []string) (TranscriptState, error)
 	// TranscriptState returns how far a session's transcript goes (a
-	// session with no lines has NextSeq 0).
+	// session with no lines has NextSeq 0; ErrNotFound for no session).
 	TranscriptState(ctx context.Context, sessionID string) (TranscriptState, error)
 	// ReadTranscript returns lines [from, to) of a session's transcript
 	// (to <= 0 or beyond the end means up to the end).
