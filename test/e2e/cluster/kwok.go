@@ -38,7 +38,12 @@ func (c *Cluster) startKwok(ctx context.Context) error {
 
 	c.LogLines = []string{"kwok pod log line 1", "kwok pod log line 2", "kwok pod log line 3"}
 	logsFile := filepath.Join(c.Dir, "pod.log")
-	if err := os.WriteFile(logsFile, []byte(strings.Join(c.LogLines, "\n")+"\n"), 0o644); err != nil {
+	// kwok reads logs in the CRI format: "<RFC3339Nano> <stream> <F|P> <line>".
+	var cri strings.Builder
+	for _, line := range c.LogLines {
+		fmt.Fprintf(&cri, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line)
+	}
+	if err := os.WriteFile(logsFile, []byte(cri.String()), 0o644); err != nil {
 		return err
 	}
 	workDir := filepath.Join(c.Dir, "exec")
