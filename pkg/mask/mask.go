@@ -397,3 +397,25 @@ func (m *Masker) Bytes(b []byte, kindHint string) ([]byte, Result, error) {
 	}
 	return buf.Bytes(), res, nil
 }
+
+// KindForResource returns the kind named by a rule whose plural is resource
+// (widgets → Widget, policies → Policy), or "". Tables do not say which kind
+// their rows are; the proxy uses this to know when to mask cells.
+func (m *Masker) KindForResource(resource string) string {
+	if resource == "secrets" {
+		return "Secret"
+	}
+	for _, r := range m.rules {
+		for _, k := range r.Kinds {
+			l := strings.ToLower(k)
+			plurals := []string{l + "s", l + "es"}
+			if strings.HasSuffix(l, "y") {
+				plurals = append(plurals, strings.TrimSuffix(l, "y")+"ies")
+			}
+			if slices.Contains(plurals, resource) {
+				return k
+			}
+		}
+	}
+	return ""
+}
