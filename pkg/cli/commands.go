@@ -11,4 +11,8 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	_ = g
 	_ = streams
 	_ = root
+	root.AddCommand(NewCredentialCommand(g, streams))
+	root.AddCommand(NewKubeconfigCommand(g, streams))
+	root.AddCommand(NewWhoamiCommand(g, streams))
+	root.AddCommand(NewLogoutCommand(g, streams))
 }
