@@ -20,6 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
+	"github.com/kubectl-agent/kubectl-agent/pkg/session/sessiontest"
 )
 
 // TestMain doubles as the helper process of the multi-process test: with
@@ -98,7 +99,7 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 }
 
 func TestClientCalls(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	cl, err := NewClient(b.URL + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +110,7 @@ func TestClientCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.lastSubject != runToken || resp.Session.ID != "s1" {
+	if b.LastSubject() != runToken || resp.Session.ID != "s1" {
 		t.Fatalf("exchange: %+v", resp)
 	}
 	sc := cl.WithSession(resp.AccessToken, key)
@@ -146,7 +147,7 @@ func TestClientCalls(t *testing.T) {
 }
 
 func TestClientErrors(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	cl, _ := NewClient(b.URL)
 	cl.Backoff = time.Millisecond
 	ctx := context.Background()
@@ -168,17 +169,17 @@ func TestClientErrors(t *testing.T) {
 	}
 
 	// 5xx is retried: two 503s, then success.
-	b.failNext.Store(2)
+	b.FailNext.Store(2)
 	if _, err := cl.Exchange(ctx, runToken, "c1", newKey(t)); err != nil {
 		t.Fatalf("after 503s: %v", err)
 	}
 	// More 503s than attempts: the last error surfaces.
-	b.failNext.Store(int32(cl.Attempts))
+	b.FailNext.Store(int32(cl.Attempts))
 	if _, err := cl.Exchange(ctx, runToken, "c1", newKey(t)); err == nil || !strings.Contains(err.Error(), "temporarily_unavailable") {
 		t.Fatalf("persistent 503: %v", err)
 	}
-	if b.failNext.Load() != 0 {
-		t.Fatalf("made %d attempts, want %d", int32(cl.Attempts)-b.failNext.Load(), cl.Attempts)
+	if b.FailNext.Load() != 0 {
+		t.Fatalf("made %d attempts, want %d", int32(cl.Attempts)-b.FailNext.Load(), cl.Attempts)
 	}
 
 	// Broker down: a network error, retried, then one line.
@@ -252,7 +253,7 @@ func TestConcurrentGoroutinesOneExchange(t *testing.T) {
 		env  func(string) string
 	}{{"index", ghEnv("42")}, {"claims only", noEnv}} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newTestBroker(t)
+			b := sessiontest.New(t)
 			dir := filepath.Join(t.TempDir(), "cache")
 			src := &countingSource{tok: runToken}
 			var wg sync.WaitGroup
@@ -281,7 +282,7 @@ func TestConcurrentGoroutinesOneExchange(t *testing.T) {
 					t.Fatalf("goroutine %d got %q", i, tokens[i])
 				}
 			}
-			if n := b.exchanges.Load(); n != 1 {
+			if n := b.Exchanges.Load(); n != 1 {
 				t.Fatalf("%d exchanges, want 1", n)
 			}
 		})
@@ -289,7 +290,7 @@ func TestConcurrentGoroutinesOneExchange(t *testing.T) {
 }
 
 func TestConcurrentProcessesOneExchange(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	procs := make([]*exec.Cmd, 20)
 	outs := make([]strings.Builder, 20)
@@ -314,13 +315,13 @@ func TestConcurrentProcessesOneExchange(t *testing.T) {
 			t.Fatalf("process %d printed %q", i, outs[i].String())
 		}
 	}
-	if n := b.exchanges.Load(); n != 1 {
+	if n := b.Exchanges.Load(); n != 1 {
 		t.Fatalf("%d exchanges, want 1", n)
 	}
 }
 
 func TestIndexHitNeedsNoToken(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	src := &countingSource{tok: runToken}
 	m, _ := newManager(b.URL, dir, ghEnv("42"), src)
@@ -358,8 +359,8 @@ func TestIndexHitNeedsNoToken(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
-	b := newTestBroker(t)
-	b.credTTL = 90 * time.Second
+	b := sessiontest.New(t)
+	b.CredTTL = 90 * time.Second
 	dir := filepath.Join(t.TempDir(), "cache")
 	src := &countingSource{tok: runToken}
 	m, _ := newManager(b.URL, dir, ghEnv("42"), src)
@@ -391,14 +392,14 @@ func TestRefresh(t *testing.T) {
 			t.Fatalf("manager %d: %s", i, g)
 		}
 	}
-	if b.refreshes.Load() != 1 || b.exchanges.Load() != 1 {
-		t.Fatalf("%d refreshes, %d exchanges", b.refreshes.Load(), b.exchanges.Load())
+	if b.Refreshes.Load() != 1 || b.Exchanges.Load() != 1 {
+		t.Fatalf("%d refreshes, %d exchanges", b.Refreshes.Load(), b.Exchanges.Load())
 	}
 }
 
 func TestEndedSessionIsReplaced(t *testing.T) {
-	b := newTestBroker(t)
-	b.credTTL = 90 * time.Second
+	b := sessiontest.New(t)
+	b.CredTTL = 90 * time.Second
 	dir := filepath.Join(t.TempDir(), "cache")
 	src := &countingSource{tok: runToken}
 	m, _ := newManager(b.URL, dir, ghEnv("42"), src)
@@ -416,13 +417,13 @@ func TestEndedSessionIsReplaced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e2.Session.ID == e.Session.ID || c.Token != "cluster-2-0" || b.exchanges.Load() != 2 {
-		t.Fatalf("not replaced: %s %s, %d exchanges", e2.Session.ID, c.Token, b.exchanges.Load())
+	if e2.Session.ID == e.Session.ID || c.Token != "cluster-2-0" || b.Exchanges.Load() != 2 {
+		t.Fatalf("not replaced: %s %s, %d exchanges", e2.Session.ID, c.Token, b.Exchanges.Load())
 	}
 }
 
 func TestEnd(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	src := &countingSource{tok: runToken}
 	m, _ := newManager(b.URL, dir, ghEnv("42"), src)
@@ -447,7 +448,7 @@ func TestEnd(t *testing.T) {
 }
 
 func TestRunWithoutIDIsKeyedByToken(t *testing.T) {
-	b := newTestBroker(t)
+	b := sessiontest.New(t)
 	dir := filepath.Join(t.TempDir(), "cache")
 	ctx := context.Background()
 	a := &countingSource{tok: fakeJWT(map[string]any{"iss": "x", "sub": "same", "n": 1})}
@@ -486,7 +487,7 @@ func FuzzCacheLoad(f *testing.F) {
 }
 
 func BenchmarkCacheHit(b *testing.B) {
-	br := newTestBroker(b)
+	br := sessiontest.New(b)
 	dir := filepath.Join(b.TempDir(), "cache")
 	m, err := newManager(br.URL, dir, ghEnv("42"), &countingSource{tok: runToken})
 	if err != nil {

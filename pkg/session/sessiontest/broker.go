@@ -1,4 +1,8 @@
-package session
+// Package sessiontest is a minimal broker for tests of the client side: real
+// HTTP on loopback, speaking the api types, counting exchanges and checking
+// DPoP proofs. It is not the broker (pkg/broker/server); it exists so the
+// client's tests need neither it nor a control plane.
+package sessiontest
 
 import (
 	"crypto/ed25519"
@@ -17,15 +21,18 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/dpop"
 )
 
-// testBroker is a minimal broker speaking the api types: it counts
-// exchanges, binds sessions to the DPoP key, and checks proofs on session
-// calls. It is real HTTP on loopback, so the client's whole path runs.
-type testBroker struct {
+// Broker counts exchanges and credential refreshes, binds sessions to the
+// DPoP key, and checks proofs (and jti replay) on session calls. Subject
+// tokens containing "refuse" are refused with invalid_grant; the only
+// cluster is "c1".
+type Broker struct {
 	*httptest.Server
-	exchanges   atomic.Int32
-	refreshes   atomic.Int32
-	credTTL     time.Duration
-	failNext    atomic.Int32 // answer this many requests with 503
+	Exchanges atomic.Int32
+	Refreshes atomic.Int32
+	// CredTTL is the lifetime of issued cluster credentials.
+	CredTTL time.Duration
+	// FailNext answers this many requests with 503.
+	FailNext    atomic.Int32
 	mu          sync.Mutex
 	sessions    map[string]*tbSession // by session token
 	jtis        map[string]bool
@@ -38,11 +45,19 @@ type tbSession struct {
 	jkt   string
 }
 
-func newTestBroker(t testing.TB) *testBroker {
-	b := &testBroker{sessions: map[string]*tbSession{}, jtis: map[string]bool{}, credTTL: time.Hour}
+// New starts a Broker on loopback, closed at test cleanup.
+func New(t testing.TB) *Broker {
+	b := &Broker{sessions: map[string]*tbSession{}, jtis: map[string]bool{}, CredTTL: time.Hour}
 	b.Server = httptest.NewServer(b)
 	t.Cleanup(b.Close)
 	return b
+}
+
+// LastSubject is the subject token of the last exchange.
+func (b *Broker) LastSubject() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lastSubject
 }
 
 func writeErr(w http.ResponseWriter, status int, code, desc string) {
@@ -51,9 +66,10 @@ func writeErr(w http.ResponseWriter, status int, code, desc string) {
 	_ = json.NewEncoder(w).Encode(api.Error{Code: code, Description: desc})
 }
 
-func (b *testBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if b.failNext.Load() > 0 {
-		b.failNext.Add(-1)
+// ServeHTTP serves the broker API subset.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if b.FailNext.Load() > 0 {
+		b.FailNext.Add(-1)
 		writeErr(w, http.StatusServiceUnavailable, "temporarily_unavailable", "try later")
 		return
 	}
@@ -69,7 +85,7 @@ func (b *testBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (b *testBroker) token(w http.ResponseWriter, r *http.Request) {
+func (b *Broker) token(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		writeErr(w, 400, "invalid_request", err.Error())
 		return
@@ -92,14 +108,14 @@ func (b *testBroker) token(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, 400, "invalid_request", "bad session_key")
 		return
 	}
-	n := b.exchanges.Add(1)
+	n := b.Exchanges.Add(1)
 	now := time.Now()
 	s := &tbSession{
 		Session: api.Session{
 			ID: fmt.Sprintf("s%d", n), Cluster: "c1", ExpiresAt: now.Add(time.Hour),
 			Identity:   api.Identity{Issuer: "iss", Repository: "o/r", RunID: "42"},
 			Grant:      api.Grant{Rule: "r1", Namespaces: []string{"ns"}, TTL: api.Duration{Duration: time.Hour}},
-			Credential: &api.Credential{Token: fmt.Sprintf("cluster-%d-0", n), ExpiresAt: now.Add(b.credTTL)},
+			Credential: &api.Credential{Token: fmt.Sprintf("cluster-%d-0", n), ExpiresAt: now.Add(b.CredTTL)},
 		},
 		token: fmt.Sprintf("session-token-%d", n),
 		jkt:   dpop.Thumbprint(ed25519.PublicKey(pub)),
@@ -114,7 +130,7 @@ func (b *testBroker) token(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (b *testBroker) session(w http.ResponseWriter, r *http.Request) {
+func (b *Broker) session(w http.ResponseWriter, r *http.Request) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "DPoP ")
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -137,8 +153,8 @@ func (b *testBroker) session(w http.ResponseWriter, r *http.Request) {
 		s.Ended = true
 		w.WriteHeader(http.StatusNoContent)
 	case rest == "/credential" && r.Method == http.MethodPost:
-		n := b.refreshes.Add(1)
-		c := api.Credential{Token: fmt.Sprintf("cluster-refreshed-%d", n), ExpiresAt: time.Now().Add(b.credTTL)}
+		n := b.Refreshes.Add(1)
+		c := api.Credential{Token: fmt.Sprintf("cluster-refreshed-%d", n), ExpiresAt: time.Now().Add(b.CredTTL)}
 		s.Credential = &c
 		_ = json.NewEncoder(w).Encode(c)
 	case rest == "/transcript" && r.Method == http.MethodPost:
