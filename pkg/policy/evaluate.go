@@ -368,7 +368,9 @@ func (cr *compiledRule) matchAttributes(a Attributes, tighten bool) bool {
 	if !specOK {
 		return false
 	}
-	collection := a.Name == "" && (verb == "list" || verb == "watch" || verb == "deletecollection")
+	// No name on anything but a plain create means "whichever objects match":
+	// list, watch and deletecollection, or a mapped `delete -l` / `--all`.
+	collection := a.Name == "" && (verb != "create" || a.Subresource != "")
 	if len(r.Names) > 0 {
 		if a.Name == "" {
 			if !(tighten && collection) {
