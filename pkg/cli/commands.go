@@ -12,6 +12,7 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	_ = streams
 	_ = root
 	root.AddCommand(NewCredentialCommand(g, streams))
+	root.AddCommand(NewExecCommand(g, streams))
 	root.AddCommand(NewKubeconfigCommand(g, streams))
 	root.AddCommand(NewWhoamiCommand(g, streams))
 	root.AddCommand(NewLogoutCommand(g, streams))
