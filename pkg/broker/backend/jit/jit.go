@@ -1,0 +1,294 @@
+// Package jit is the kubernetes credential backend: per session a
+// ServiceAccount in the broker's namespace, Roles and RoleBindings (or a
+// ClusterRole and ClusterRoleBinding) with exactly the granted rules, and a
+// TokenRequest token. Everything it creates is labelled with the session, so
+// Revoke and Reconcile find it by label and nothing outlives its session, not
+// even across broker restarts or a lost store.
+//
+// The apiserver's minimum TokenRequest lifetime is 10 minutes. A session
+// shorter than that gets a token that outlives it on paper; what cuts it is
+// revocation: ending the session, or the reconciler after expiry, deletes the
+// ServiceAccount, and the apiserver stops accepting its tokens within ~10 s.
+package jit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubectl-agent/kubectl-agent/pkg/api"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend"
+)
+
+// Labels and annotations on every object the backend makes.
+const (
+	LabelSession   = "kubectl-agent.io/session"
+	LabelManagedBy = "kubectl-agent.io/managed-by"
+	ManagedBy      = "agent-broker"
+
+	AnnotationRepository = "kubectl-agent.io/repository"
+	AnnotationRun        = "kubectl-agent.io/run"
+	AnnotationRule       = "kubectl-agent.io/rule"
+	AnnotationExpires    = "kubectl-agent.io/expires-at"
+
+	// MinTokenSeconds is the apiserver's minimum TokenRequest lifetime.
+	MinTokenSeconds = 600
+)
+
+// Config configures the backend.
+type Config struct {
+	Client kubernetes.Interface
+	// Namespace holds the per-session ServiceAccounts.
+	Namespace string
+	// Server and CAData are what clients use to reach the cluster.
+	Server string
+	CAData []byte
+	Now    func() time.Time
+}
+
+// Backend implements backend.Backend with JIT ServiceAccounts.
+type Backend struct {
+	c   kubernetes.Interface
+	ns  string
+	srv string
+	ca  []byte
+	now func() time.Time
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New makes the backend.
+func New(cfg Config) (*Backend, error) {
+	if cfg.Client == nil || cfg.Namespace == "" {
+		return nil, errors.New("jit backend: a client and a namespace are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Backend{c: cfg.Client, ns: cfg.Namespace, srv: cfg.Server, ca: cfg.CAData, now: cfg.Now}, nil
+}
+
+// Name is the object name for a session: ka-<session id>. Session ids are
+// lowercase hex, so this is a valid DNS label.
+func Name(sessionID string) string { return "ka-" + strings.ToLower(sessionID) }
+
+// ServiceAccount is the username the session's token authenticates as.
+func (b *Backend) ServiceAccount(sessionID string) string {
+	return "system:serviceaccount:" + b.ns + ":" + Name(sessionID)
+}
+
+func (b *Backend) meta(req backend.Request, ns string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      Name(req.SessionID),
+		Namespace: ns,
+		Labels:    map[string]string{LabelSession: req.SessionID, LabelManagedBy: ManagedBy},
+		Annotations: map[string]string{
+			AnnotationRepository: req.Identity.Repository,
+			AnnotationRun:        strings.Trim(req.Identity.RunID+"/"+req.Identity.RunAttempt, "/"),
+			AnnotationRule:       req.Grant.Rule,
+			AnnotationExpires:    req.ExpiresAt.UTC().Format(time.RFC3339),
+		},
+	}
+}
+
+// Issue creates the session's ServiceAccount and RBAC (idempotent) and
+// returns a fresh token.
+func (b *Backend) Issue(ctx context.Context, req backend.Request) (*api.Credential, error) {
+	if req.SessionID == "" || strings.ContainsAny(req.SessionID, "/.: ") {
+		return nil, fmt.Errorf("jit backend: bad session id %q", req.SessionID)
+	}
+	remaining := req.ExpiresAt.Sub(b.now())
+	if remaining <= 0 {
+		return nil, errors.New("jit backend: the session has expired")
+	}
+	name := Name(req.SessionID)
+	sa := &corev1.ServiceAccount{ObjectMeta: b.meta(req, b.ns), AutomountServiceAccountToken: new(bool)}
+	if _, err := b.c.CoreV1().ServiceAccounts(b.ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("creating ServiceAccount %s/%s: %w", b.ns, name, err)
+	}
+	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: b.ns}
+	rules := toRBAC(req.Grant.Rules)
+	if len(req.Grant.Namespaces) == 0 && len(rules) > 0 {
+		cr := &rbacv1.ClusterRole{ObjectMeta: b.meta(req, ""), Rules: rules}
+		if err := b.applyClusterRole(ctx, cr); err != nil {
+			return nil, err
+		}
+		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: b.meta(req, ""), Subjects: []rbacv1.Subject{subject},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}}
+		if _, err := b.c.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating ClusterRoleBinding %s: %w", name, err)
+		}
+	}
+	for _, ns := range req.Grant.Namespaces {
+		role := &rbacv1.Role{ObjectMeta: b.meta(req, ns), Rules: rules}
+		if err := b.applyRole(ctx, role); err != nil {
+			return nil, err
+		}
+		rb := &rbacv1.RoleBinding{ObjectMeta: b.meta(req, ns), Subjects: []rbacv1.Subject{subject},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}}
+		if _, err := b.c.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("creating RoleBinding %s/%s: %w", ns, name, err)
+		}
+	}
+	secs := int64(remaining / time.Second)
+	if secs < MinTokenSeconds {
+		secs = MinTokenSeconds
+	}
+	tr, err := b.c.CoreV1().ServiceAccounts(b.ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &secs},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("requesting a token for ServiceAccount %s/%s: %w", b.ns, name, err)
+	}
+	exp := tr.Status.ExpirationTimestamp.Time
+	if req.ExpiresAt.Before(exp) {
+		exp = req.ExpiresAt
+	}
+	return &api.Credential{Token: tr.Status.Token, ExpiresAt: exp, Server: b.srv, CAData: b.ca}, nil
+}
+
+// applyRole creates a role or, when it exists, sets its rules: a retried Issue
+// converges on the grant.
+func (b *Backend) applyRole(ctx context.Context, r *rbacv1.Role) error {
+	_, err := b.c.RbacV1().Roles(r.Namespace).Create(ctx, r, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		cur, gerr := b.c.RbacV1().Roles(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("reading Role %s/%s: %w", r.Namespace, r.Name, gerr)
+		}
+		cur.Rules = r.Rules
+		_, err = b.c.RbacV1().Roles(r.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("creating Role %s/%s: %w", r.Namespace, r.Name, err)
+	}
+	return nil
+}
+
+func (b *Backend) applyClusterRole(ctx context.Context, r *rbacv1.ClusterRole) error {
+	_, err := b.c.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		cur, gerr := b.c.RbacV1().ClusterRoles().Get(ctx, r.Name, metav1.GetOptions{})
+		if gerr != nil {
+			return fmt.Errorf("reading ClusterRole %s: %w", r.Name, gerr)
+		}
+		cur.Rules = r.Rules
+		_, err = b.c.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		return fmt.Errorf("creating ClusterRole %s: %w", r.Name, err)
+	}
+	return nil
+}
+
+func toRBAC(rules []api.PolicyRule) []rbacv1.PolicyRule {
+	out := make([]rbacv1.PolicyRule, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, rbacv1.PolicyRule{Verbs: r.Verbs, APIGroups: r.APIGroups, Resources: r.Resources,
+			ResourceNames: r.ResourceNames, NonResourceURLs: r.NonResourceURLs})
+	}
+	return out
+}
+
+// Revoke deletes the session's ServiceAccount first (that is what revokes its
+// tokens), then its roles and bindings.
+func (b *Backend) Revoke(ctx context.Context, sessionID string) error {
+	return b.deleteSessions(ctx, func(id string) bool { return id == sessionID }, sessionSelector(sessionID))
+}
+
+// Reconcile deletes the objects of every session live reports dead.
+func (b *Backend) Reconcile(ctx context.Context, live func(sessionID string) bool) error {
+	return b.deleteSessions(ctx, func(id string) bool { return !live(id) }, LabelManagedBy+"="+ManagedBy)
+}
+
+func sessionSelector(id string) string {
+	return LabelManagedBy + "=" + ManagedBy + "," + LabelSession + "=" + id
+}
+
+// deleteSessions deletes labelled objects (selected by selector) whose
+// session label passes doomed. It keeps going after an error and returns
+// them all, so one stuck object does not shield the rest.
+func (b *Backend) deleteSessions(ctx context.Context, doomed func(string) bool, selector string) error {
+	var errs []error
+	lo := metav1.ListOptions{LabelSelector: selector}
+	del := metav1.DeleteOptions{PropagationPolicy: ptr(metav1.DeletePropagationBackground)}
+	ignore := func(err error) error {
+		if err == nil || apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	doomedOf := func(m metav1.ObjectMeta) bool { return doomed(m.Labels[LabelSession]) }
+
+	sas, err := b.c.CoreV1().ServiceAccounts(b.ns).List(ctx, lo)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing ServiceAccounts in %s: %w", b.ns, err))
+	} else {
+		for _, o := range sas.Items {
+			if doomedOf(o.ObjectMeta) {
+				errs = append(errs, ignore(b.c.CoreV1().ServiceAccounts(b.ns).Delete(ctx, o.Name, del)))
+			}
+		}
+	}
+	rbs, err := b.c.RbacV1().RoleBindings(metav1.NamespaceAll).List(ctx, lo)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing RoleBindings: %w", err))
+	} else {
+		for _, o := range rbs.Items {
+			if doomedOf(o.ObjectMeta) {
+				errs = append(errs, ignore(b.c.RbacV1().RoleBindings(o.Namespace).Delete(ctx, o.Name, del)))
+			}
+		}
+	}
+	roles, err := b.c.RbacV1().Roles(metav1.NamespaceAll).List(ctx, lo)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing Roles: %w", err))
+	} else {
+		for _, o := range roles.Items {
+			if doomedOf(o.ObjectMeta) {
+				errs = append(errs, ignore(b.c.RbacV1().Roles(o.Namespace).Delete(ctx, o.Name, del)))
+			}
+		}
+	}
+	crbs, err := b.c.RbacV1().ClusterRoleBindings().List(ctx, lo)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing ClusterRoleBindings: %w", err))
+	} else {
+		for _, o := range crbs.Items {
+			if doomedOf(o.ObjectMeta) {
+				errs = append(errs, ignore(b.c.RbacV1().ClusterRoleBindings().Delete(ctx, o.Name, del)))
+			}
+		}
+	}
+	crs, err := b.c.RbacV1().ClusterRoles().List(ctx, lo)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("listing ClusterRoles: %w", err))
+	} else {
+		for _, o := range crs.Items {
+			if doomedOf(o.ObjectMeta) {
+				errs = append(errs, ignore(b.c.RbacV1().ClusterRoles().Delete(ctx, o.Name, del)))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ready lists one ServiceAccount in the broker's namespace: it proves the
+// cluster answers and the broker's own credential works there.
+func (b *Backend) Ready(ctx context.Context) error {
+	if _, err := b.c.CoreV1().ServiceAccounts(b.ns).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		return fmt.Errorf("listing ServiceAccounts in %s: %w", b.ns, err)
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
