@@ -16,4 +16,5 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	root.AddCommand(NewKubeconfigCommand(g, streams))
 	root.AddCommand(NewWhoamiCommand(g, streams))
 	root.AddCommand(NewLogoutCommand(g, streams))
+	root.AddCommand(NewCheckCommand(g, streams))
 }
