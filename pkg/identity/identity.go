@@ -175,7 +175,7 @@ func (s githubSource) fetch(u string) (*oauth2.Token, bool, error) {
 	if err != nil {
 		return nil, false, fmt.Errorf("getting the GitHub Actions OIDC token: bad ACTIONS_ID_TOKEN_REQUEST_URL: %w", err)
 	}
-	req.Header.Set("Authorization", "bearer "+s.bearer)
+	req.Header.Set("Authorization", "Bearer "+s.bearer)
 	req.Header.Set("Accept", "application/json; api-version=2.0")
 	resp, err := s.client.Do(req)
 	if err != nil {

@@ -27,7 +27,7 @@ func actionsServer(t *testing.T, bearer string, calls *atomic.Int32) *httptest.S
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		if r.Header.Get("Authorization") != "bearer "+bearer {
+		if r.Header.Get("Authorization") != "Bearer "+bearer {
 			http.Error(w, `{"message":"bad bearer"}`, http.StatusUnauthorized)
 			return
 		}
