@@ -123,9 +123,10 @@ func Start(ctx context.Context) (*Server, error) {
 		os.RemoveAll(base)
 		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
-	// Test settings: loopback only, no unix socket, durability off (a
-	// test server's data may vanish with a crash; speed matters more).
-	conf := "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 300\nshared_buffers = 32MB\n"
+	// Test settings: loopback only, no unix socket, no fsync (only an OS
+	// crash would lose data). synchronous_commit stays on: Restart is an
+	// immediate shutdown, and committed data must survive it.
+	conf := "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nfsync = off\nfull_page_writes = off\nmax_connections = 300\nshared_buffers = 32MB\n"
 	f, err := os.OpenFile(filepath.Join(s.data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err == nil {
 		_, err = f.WriteString(conf)
