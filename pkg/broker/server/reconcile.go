@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
 )
 
 // Reconcile removes the cluster objects of every session that is not live
@@ -23,10 +25,28 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		live[id] = true
 	}
 	s.m.active.Set(float64(len(ids)))
+	// An object that the backend lists was made after its session was
+	// stored; a session created after the list above is looked up again, so
+	// a reconcile never removes a session being created right now. A store
+	// error keeps the objects until the next pass.
+	isLive := func(id string) bool {
+		if live[id] {
+			return true
+		}
+		sess, err := s.st.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return false
+		}
+		if err != nil {
+			s.log.Warn("reconcile: reading a session; keeping its objects", "session", id, "err", err)
+			return true
+		}
+		return sess.LiveAt(s.now())
+	}
 	var errs []error
 	for name, b := range s.backends {
 		err := s.timed(name, "reconcile", func() error {
-			return b.Reconcile(ctx, func(id string) bool { return live[id] })
+			return b.Reconcile(ctx, isLive)
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("reconciling cluster %s: %w", name, err))

@@ -130,6 +130,9 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Verified, error) {
 	}
 	tok, err := ov.Verify(ctx, raw)
 	if err != nil {
+		if nbf, ok := numClaim(payload, "nbf"); ok && strings.Contains(err.Error(), "before the nbf") {
+			return nil, fail(CodeInvalidGrant, "the token is not valid before %s (broker time %s)", nbf.UTC().Format(time.RFC3339), v.now().UTC().Format(time.RFC3339))
+		}
 		return nil, classify(err, hdr)
 	}
 	if tok.Expiry.IsZero() {
@@ -233,6 +236,8 @@ func classify(err error, hdr map[string]any) error {
 		return fail(CodeInvalidGrant, "the token's signature does not verify with the issuer's key %q (was it altered?)", truncate(kid, 100))
 	case strings.Contains(msg, errFetch.Error()):
 		return fail(CodeUnavailable, "could not fetch the issuer's keys; try again shortly")
+	case strings.Contains(msg, "before the nbf"):
+		return fail(CodeInvalidGrant, "the token is not valid before its nbf time yet; check the clocks")
 	case strings.Contains(msg, "malformed"):
 		return fail(CodeInvalidGrant, "the token is not a well-formed signed JWT")
 	case strings.Contains(msg, "different provider"):
