@@ -24,9 +24,11 @@
 // every response it must mask; a resource response in any other type (except
 // pods/log text and */proxy subresources, which are passed through) is
 // refused with 502. Request bodies must be JSON, YAML or a JSON/YAML patch
-// type: a protobuf or CBOR body is refused with 415 rather than converted,
-// because the proxy would otherwise forward bytes it has not inspected
-// (client-go sends JSON unless told otherwise).
+// type. A protobuf body (kubectl sends one for `create namespace`, client-go
+// for typed clients that ask for it) is converted to JSON with client-go's
+// scheme before it is inspected, and forwarded as that JSON; protobuf of a
+// type the scheme does not know, CBOR and anything else are refused with 415,
+// because the proxy would otherwise forward bytes it has not inspected.
 //
 // Recording: a denied or refused request is recorded before the answer is
 // written. An allowed one is recorded after its response (stage
