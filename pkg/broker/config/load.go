@@ -111,7 +111,22 @@ func checkFields(file string, n *yaml.Node, t reflect.Type, at string, errs *Err
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == rawMessageType || reflect.PointerTo(t).Implements(reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()) {
+	if t == rawMessageType {
+		return
+	}
+	if reflect.PointerTo(t).Implements(reflect.TypeOf((*json.Unmarshaler)(nil)).Elem()) {
+		// Types with their own decoding (durations, patterns): decode the
+		// node here, so their errors get a line and a field too.
+		var v any
+		if err := n.Decode(&v); err == nil {
+			b, err := json.Marshal(v)
+			if err == nil {
+				err = reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(b)
+			}
+			if err != nil {
+				*errs = append(*errs, &FieldError{File: file, Line: n.Line, Field: at, Msg: strings.TrimPrefix(err.Error(), "time: ")})
+			}
+		}
 		return
 	}
 	switch t.Kind() {
