@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
@@ -45,7 +44,7 @@ func UsageError(format string, args ...any) error {
 
 // GlobalOptions are the flags every command shares.
 type GlobalOptions struct {
-	ConfigFlags *genericclioptions.ConfigFlags
+	ConfigFlags *KubeFlags
 	Broker      string
 	Cluster     string
 	TokenSource string
@@ -54,10 +53,7 @@ type GlobalOptions struct {
 
 // NewRootCommand builds `kubectl agent`.
 func NewRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	g := &GlobalOptions{ConfigFlags: genericclioptions.NewConfigFlags(true)}
-	// DESIGN.md gives --cluster to the broker's cluster name; the kubeconfig
-	// cluster override it would shadow is rarely used with a plugin.
-	g.ConfigFlags.ClusterName = nil
+	g := &GlobalOptions{ConfigFlags: NewKubeFlags()}
 	cmd := &cobra.Command{
 		Use:   "kubectl-agent",
 		Short: "Per-run cluster credentials and a guarded, recorded data path for CI pipelines and AI agents",
