@@ -162,7 +162,7 @@ func NewRecorder(opts RecorderOptions) (*Recorder, error) {
 		}
 	}
 	if !resumed {
-		f, err := os.OpenFile(opts.SpoolPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+		f, err := os.OpenFile(opts.SpoolPath, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("creating transcript spool: %w", err)
 		}
@@ -203,7 +203,7 @@ func NewRecorder(opts RecorderOptions) (*Recorder, error) {
 // recover reopens a spool after a crash: it checks the chain of every
 // complete line, drops a torn tail line and continues from the last good one.
 func (r *Recorder) recover() error {
-	f, err := os.OpenFile(r.opts.SpoolPath, os.O_RDWR, 0o600)
+	f, err := os.OpenFile(r.opts.SpoolPath, os.O_RDWR|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("reopening transcript spool: %w", err)
 	}

