@@ -459,7 +459,7 @@ func ImpersonationAttributes(a Attributes) ([]Attributes, error) {
 	for _, imp := range a.Impersonate {
 		kind, val, ok := strings.Cut(imp, ":")
 		if !ok {
-			return nil, fmt.Errorf("impersonation %q is not user:, group:, uid: or extra:", imp)
+			return nil, fmt.Errorf("impersonation %q is not of the form user:NAME, group:NAME, uid:UID or extra:KEY=VALUE", imp)
 		}
 		ia := Attributes{Verb: "impersonate", APIVersion: "v1", ResourceRequest: true, Name: val}
 		switch kind {
@@ -478,7 +478,7 @@ func ImpersonationAttributes(a Attributes) ([]Attributes, error) {
 			key, v, _ := strings.Cut(val, "=")
 			ia.APIGroup, ia.Resource, ia.Subresource, ia.Name = "authentication.k8s.io", "userextras", key, v
 		default:
-			return nil, fmt.Errorf("impersonation %q is not user:, group:, uid: or extra:", imp)
+			return nil, fmt.Errorf("impersonation %q is not of the form user:NAME, group:NAME, uid:UID or extra:KEY=VALUE", imp)
 		}
 		out = append(out, ia)
 	}
