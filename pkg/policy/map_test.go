@@ -56,7 +56,7 @@ func TestMapKubectlQuick(t *testing.T) {
 // verb, group, resource and namespace; the name too where the path has one.
 func TestMappedPathsParseBack(t *testing.T) {
 	opts := fsOpts(map[string]string{
-		"app.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n",
+		"app.yaml":             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: prod}\n",
 		"k/kustomization.yaml": "namespace: kube-system\nresources: [cm.yaml]\n",
 		"k/cm.yaml":            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
 	})

@@ -71,11 +71,11 @@ func TestMatching(t *testing.T) {
 		{"GET", "/api/v1/namespaces/b/pods/x", "", Allow, ""}, // pods/* does not match pods
 		{"PATCH", "/apis/apps/v1/namespaces/c/deployments/x/scale", "", Deny, "any-scale"},
 		{"DELETE", "/api/v1/namespaces/prod-eu/pods/x", "", Deny, "prod-glob"},
-		{"DELETE", "/api/v1/namespaces/prod-eu", "", Deny, "prod-glob"},  // the namespace object is in itself
+		{"DELETE", "/api/v1/namespaces/prod-eu", "", Deny, "prod-glob"}, // the namespace object is in itself
 		{"DELETE", "/api/v1/namespaces/staging", "", Allow, ""},
-		{"DELETE", "/api/v1/nodes/prod-1", "", Allow, ""},                // cluster-scoped: namespaces never match
+		{"DELETE", "/api/v1/nodes/prod-1", "", Allow, ""}, // cluster-scoped: namespaces never match
 		{"GET", "/api/v1/namespaces/a/configmaps/secret-db", "", Deny, "named"},
-		{"GET", "/api/v1/namespaces/a/configmaps", "", Deny, "named"},   // a list touches every name
+		{"GET", "/api/v1/namespaces/a/configmaps", "", Deny, "named"}, // a list touches every name
 		{"GET", "/api/v1/namespaces/a/configmaps/plain", "", Allow, ""},
 	}
 	for _, c := range cases {
@@ -149,7 +149,7 @@ func TestCombineOnlyTightens(t *testing.T) {
 		rule         string
 	}{
 		{"GET", "/api/v1/namespaces/a/pods", Allow, "reads"},
-		{"DELETE", "/api/v1/namespaces/a/pods/x", Deny, ""},  // local allow cannot loosen base's default deny
+		{"DELETE", "/api/v1/namespaces/a/pods/x", Deny, ""},    // local allow cannot loosen base's default deny
 		{"POST", "/api/v1/namespaces/a/pods", Approve, "hold"}, // nor its approve rule
 		{"GET", "/api/v1/namespaces/a/secrets", Deny, "no-secrets"},
 	} {
