@@ -17,4 +17,5 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	root.AddCommand(NewWhoamiCommand(g, streams))
 	root.AddCommand(NewLogoutCommand(g, streams))
 	root.AddCommand(NewCheckCommand(g, streams))
+	root.AddCommand(NewApprovalsCommand(g, streams))
 }
