@@ -326,7 +326,7 @@ func TestCredentialPlugin(t *testing.T) {
 		}
 		// Make the cached credential nearly expired: the next call refreshes
 		// it at the broker (POST /credential, DPoP) instead of exchanging.
-		key, e := cacheEntry(t, cacheDir)
+		_, e := cacheEntry(t, cacheDir)
 		oldToken := e.Credential.Token
 		e.Credential.ExpiresAt = time.Now().Add(20 * time.Second)
 		e.CredentialIssuedAt = time.Now().Add(-time.Hour)
@@ -344,7 +344,6 @@ func TestCredentialPlugin(t *testing.T) {
 		if n, _ := b.exchanges(t); n != newBefore {
 			t.Fatalf("the refresh made a new session")
 		}
-		_ = key
 
 		// Logout: the broker ends the session; its cluster token stops working.
 		out, errOut, code := runAgent(t, agent, env, "logout", "--broker", b.URL, "--cluster", "c1")
