@@ -100,7 +100,11 @@ func (s Settings) Resolve(trustRule, policyRule string) Resolved {
 	apply(tr)
 	out.Webhook = tr.Webhook
 	if o, ok := tr.Rules[policyRule]; ok {
+		// The rule name comes from the client: an override never lowers
+		// the trust rule's number of approvals.
+		floor := out.Required
 		apply(o)
+		out.Required = max(out.Required, floor)
 	}
 	return out
 }

@@ -72,6 +72,7 @@ var pages = template.Must(template.New("pages").Funcs(funcs).Parse(`
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{{.Title}} · kubectl-agent</title>
 <link rel="stylesheet" href="/approvals/static/style.css">
+<link rel="icon" href="data:,">
 </head><body>
 <header><a class="brand" href="/approvals/">kubectl-agent approvals</a>
 {{with .Session}}<form class="who" method="post" action="/approvals/logout"><span>Signed in as <b>{{.Reviewer.Name}}</b>{{with .Reviewer.Groups}} <small>({{join . ", "}})</small>{{end}}</span>
