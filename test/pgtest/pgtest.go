@@ -29,7 +29,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"

@@ -119,13 +119,6 @@ func (s *sqlStore) wrap(what string, err error) error {
 // Times are stored as Unix nanoseconds; zero times as NULL where optional.
 func ns(t time.Time) int64 { return t.UnixNano() }
 
-func nullNS(t time.Time) sql.NullInt64 {
-	if t.IsZero() {
-		return sql.NullInt64{}
-	}
-	return sql.NullInt64{Int64: t.UnixNano(), Valid: true}
-}
-
 func fromNS(v int64) time.Time { return time.Unix(0, v).UTC() }
 
 func fromNullNS(v sql.NullInt64) time.Time {
