@@ -1,0 +1,209 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubectl-agent/kubectl-agent/pkg/api"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/jit"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/config"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
+	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
+)
+
+// testServer is a broker with a real SQLite store and the OIDC stand-in, and
+// a JIT backend whose cluster does not answer: these tests stop before any
+// credential is issued, and must never reach it.
+func testServer(t testing.TB) (*Server, *oidcissuer.Issuer, *httptest.Server) {
+	t.Helper()
+	iss, err := oidcissuer.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = iss.Close() })
+	hs := httptest.NewUnstartedServer(nil)
+	publicURL := "http://" + hs.Listener.Addr().String()
+	cfg, err := config.Parse("test.yaml", []byte(fmt.Sprintf(`apiVersion: kubectl-agent.io/v1alpha1
+kind: BrokerConfig
+publicURL: %[1]s
+issuers:
+- issuer: %[2]s
+  preset: github
+  audiences: [https://broker.test]
+clusters:
+- name: test
+  server: https://127.0.0.1:1
+  backend: {type: kubernetes, kubernetes: {namespace: agent-broker}}
+trustRules:
+- name: r
+  issuer: %[2]s
+  match: {repository: "acme/*"}
+  cluster: test
+  grant: {namespaces: [apps], rules: [{verbs: [get], resources: [pods]}]}
+`, publicURL, iss.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "b.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jit.New(jit.Config{Client: cs, Namespace: "agent-broker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(context.Background(), Options{Config: cfg, Store: st, Backends: map[string]backend.Backend{"test": b}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Config.Handler = srv.Handler()
+	hs.Start()
+	t.Cleanup(hs.Close)
+	return srv, iss, hs
+}
+
+func sessionKey(t testing.TB) string {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(pub)
+}
+
+func TestParseTokenRequest(t *testing.T) {
+	key := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+	ok := url.Values{"grant_type": {api.GrantTypeTokenExchange}, "subject_token": {"t"},
+		"subject_token_type": {api.TokenTypeIDToken}, "audience": {"prod"}, api.FormSessionKey: {key}}
+	req, e := ParseTokenRequest(ok)
+	if e != nil || req.Cluster != "prod" || req.SubjectToken != "t" || len(req.SessionKey) != 32 {
+		t.Fatalf("= %+v, %v", req, e)
+	}
+	for field, want := range map[string]string{
+		"grant_type": "grant_type field is missing", "subject_token": "subject_token field is missing",
+		"audience": "audience field is missing", api.FormSessionKey: "session_key field is missing",
+	} {
+		v := url.Values{}
+		for k, vs := range ok {
+			if k != field {
+				v[k] = vs
+			}
+		}
+		if _, e := ParseTokenRequest(v); e == nil || !strings.Contains(e.Description, want) {
+			t.Errorf("without %s: %v", field, e)
+		}
+	}
+	v := url.Values{}
+	for k, vs := range ok {
+		v[k] = vs
+	}
+	v.Set("actor_token", "x")
+	if _, e := ParseTokenRequest(v); e == nil || !strings.Contains(e.Description, "actor_token") {
+		t.Errorf("actor_token: %v", e)
+	}
+}
+
+// The session endpoints refuse calls without a valid session token and proof.
+func TestSessionCallsNeedDPoP(t *testing.T) {
+	_, _, hs := testServer(t)
+	for _, tc := range []struct{ authz, proof, want string }{
+		{"", "", "session calls need Authorization: DPoP"},
+		{"Bearer abc", "", "session calls need Authorization: DPoP"},
+		{"DPoP abc", "", "not a signed JWT"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/v1/sessions/abc", nil)
+		if tc.authz != "" {
+			req.Header.Set("Authorization", tc.authz)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		_ = json.NewDecoder(res.Body).Decode(&e)
+		res.Body.Close()
+		if res.StatusCode != http.StatusUnauthorized || e.Code != "invalid_token" || !strings.Contains(e.Description, tc.want) ||
+			!strings.HasPrefix(res.Header.Get("WWW-Authenticate"), "DPoP ") {
+			t.Errorf("authz %q: %d %+v %q", tc.authz, res.StatusCode, e, res.Header.Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// FuzzParseTokenRequest: any form body parses or is refused with
+// invalid_request / unsupported_grant_type, never a panic.
+func FuzzParseTokenRequest(f *testing.F) {
+	key := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+	f.Add("grant_type=" + url.QueryEscape(api.GrantTypeTokenExchange) + "&subject_token=a.b.c&subject_token_type=" +
+		url.QueryEscape(api.TokenTypeIDToken) + "&audience=prod&session_key=" + key)
+	f.Add("grant_type=x&grant_type=y")
+	f.Add("session_key=%ZZ&audience=")
+	f.Add("subject_token=" + strings.Repeat("A", 20000))
+	f.Fuzz(func(t *testing.T, body string) {
+		form, err := url.ParseQuery(body)
+		if err != nil {
+			return
+		}
+		req, e := ParseTokenRequest(form)
+		switch {
+		case e == nil && (req == nil || len(req.SessionKey) != ed25519.PublicKeySize || req.Cluster == "" || req.SubjectToken == ""):
+			t.Fatalf("accepted an incomplete request: %+v", req)
+		case e != nil && e.Code != "invalid_request" && e.Code != "unsupported_grant_type":
+			t.Fatalf("unexpected code %q", e.Code)
+		}
+	})
+}
+
+// FuzzTokenHandler: whatever the body and content type, the token endpoint
+// answers with an RFC 6749 error (4xx, or 503 when it could not check), never
+// 200, 500 or a panic, and creates no session.
+func FuzzTokenHandler(f *testing.F) {
+	srv, iss, _ := testServer(f)
+	h := srv.Handler()
+	key := sessionKey(f)
+	good := iss.Mint(iss.GitHubClaims("acme/app", "1", "https://wrong-audience"))
+	form := func(tok string) string {
+		return url.Values{"grant_type": {api.GrantTypeTokenExchange}, "subject_token": {tok},
+			"subject_token_type": {api.TokenTypeIDToken}, "audience": {"test"}, api.FormSessionKey: {key}}.Encode()
+	}
+	ct := "application/x-www-form-urlencoded"
+	f.Add(ct, form(good))
+	f.Add(ct, form(iss.Sign("none", "", iss.GitHubClaims("acme/app", "1", "https://broker.test"))))
+	f.Add(ct, form("x.y.z"))
+	f.Add(ct, form(strings.Repeat("a", 100)))
+	f.Add("application/json", `{"grant_type":"x"}`)
+	f.Add(ct+"; charset=utf-8", "%%%")
+	f.Fuzz(func(t *testing.T, contentType, body string) {
+		req := httptest.NewRequest(http.MethodPost, api.PathToken, strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == http.StatusOK || rec.Code == http.StatusInternalServerError {
+			t.Fatalf("status %d for %q %q: %s", rec.Code, contentType, body, rec.Body)
+		}
+		var e api.Error
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Code == "" {
+			t.Fatalf("body is not an RFC 6749 error: %q", rec.Body)
+		}
+		if strings.Contains(e.Description, body) && len(body) > 40 {
+			t.Fatalf("the description echoes the request")
+		}
+	})
+}
