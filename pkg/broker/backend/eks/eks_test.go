@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -619,5 +620,39 @@ func TestRESTConfigBrokerToken(t *testing.T) {
 	}
 	if len(f.sts.AssumeRoleCalls()) != 0 {
 		t.Error("the broker's own token assumed a role")
+	}
+}
+
+// BenchmarkIssueCached measures Issue for a session whose assumed-role
+// credentials are cached: a presign, no STS call.
+func BenchmarkIssueCached(b *testing.B) {
+	s := ststest.New(b, ststest.Options{
+		Region:     testRegion,
+		Principals: []ststest.Principal{{ARN: brokerARN, UserID: "AIDAEXAMPLEUSERID0001", AccessKeyID: brokerKey, SecretAccessKey: brokerSec}},
+		Roles:      []ststest.Role{{ARN: ciRoleARN, RoleID: ciRoleID, Trusted: []string{brokerARN}}},
+	})
+	be, err := New(context.Background(), Config{ClusterName: testCluster, RoleARN: ciRoleARN, AWS: awsConfig(s, brokerKey, brokerSec)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := testRequest()
+	if _, err := be.Issue(context.Background(), req); err != nil {
+		b.Fatal(err)
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		if _, err := be.Issue(context.Background(), req); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+	if n := len(s.AssumeRoleCalls()); n != 1 {
+		b.Fatalf("%d AssumeRole calls, want 1", n)
 	}
 }
