@@ -187,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	seen := map[string]bool{}
 	for k, claim := range cfg.Tags {
 		if !tagKeyRe.MatchString(k) || strings.HasPrefix(strings.ToLower(k), "aws:") {
-			return nil, fmt.Errorf("eks backend: session tag key %q is not allowed: use 1 to 128 letters, digits, spaces or _.:/=+-@, not starting with aws:", k)
+			return nil, fmt.Errorf("eks backend: session tag key %q is not allowed: use 1 to 128 letters, digits, spaces or _.:/=+-@, and no aws: prefix", k)
 		}
 		if seen[strings.ToLower(k)] {
 			return nil, fmt.Errorf("eks backend: session tag key %q is repeated (tag keys ignore case)", k)

@@ -83,7 +83,7 @@ func TestVerifyRejects(t *testing.T) {
 	swap := func(old, new string) string { return tokenOf(strings.Replace(good, old, new, 1)) }
 	cases := []struct {
 		name, token, want string
-		sts              bool // an STSError (the format checks passed)
+		sts               bool // an STSError (the format checks passed)
 	}{
 		{"too large", V1Prefix + strings.Repeat("A", MaxTokenLenBytes), "token is too large", false},
 		{"no prefix", strings.TrimPrefix(tokenOf(good), V1Prefix), "missing expected", false},
