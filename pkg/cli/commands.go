@@ -18,4 +18,5 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	root.AddCommand(NewLogoutCommand(g, streams))
 	root.AddCommand(NewCheckCommand(g, streams))
 	root.AddCommand(NewApprovalsCommand(g, streams))
+	root.AddCommand(NewTranscriptCommand(g, streams))
 }
