@@ -17,8 +17,6 @@ type field struct {
 	raw json.RawMessage
 }
 
-func listish(kind string) bool { return kind == "Table" || strings.HasSuffix(kind, "List") }
-
 // itemKindOf is the kind of the items of a list kind ("" when items carry
 // their own kinds).
 func itemKindOf(listKind string) string {
