@@ -1,9 +1,11 @@
 package eks
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	authnv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -654,5 +657,81 @@ func BenchmarkIssueCached(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 	if n := len(s.AssumeRoleCalls()); n != 1 {
 		b.Fatalf("%d AssumeRole calls, want 1", n)
+	}
+}
+
+// The token-review webhook authenticates the backend's tokens as EKS does:
+// the assumed role maps to a Kubernetes user named after the run.
+func TestTokenReviewWebhook(t *testing.T) {
+	f := newFixture(t, nil)
+	hook := httptest.NewServer(&iamauth.Webhook{Verifier: f.v, Roles: []iamauth.RoleMapping{{
+		RoleARN: ciRoleARN, Username: "kubectl-agent:{{SessionName}}", Groups: []string{"kubectl-agent-ci"},
+	}}})
+	defer hook.Close()
+	review := func(token string) authnv1.TokenReview {
+		t.Helper()
+		body, _ := json.Marshal(authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: token}})
+		resp, err := http.Post(hook.URL, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var out authnv1.TokenReview
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		if out.Spec.Token != "" {
+			t.Error("the webhook echoed the token")
+		}
+		return out
+	}
+	cred, err := f.b.Issue(context.Background(), testRequest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := review(cred.Token)
+	if !got.Status.Authenticated || got.Status.User.Username != "kubectl-agent:ka-acme.web-9876543210-2" ||
+		len(got.Status.User.Groups) != 1 || got.Status.User.Groups[0] != "kubectl-agent-ci" {
+		t.Fatalf("review = %+v", got.Status)
+	}
+	if bad := review(cred.Token[:len(cred.Token)-4] + "AAAA"); bad.Status.Authenticated || bad.Status.Error == "" {
+		t.Errorf("tampered token: %+v", bad.Status)
+	}
+	// The broker's own identity is not mapped.
+	own, _, err := f.b.ClusterToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := review(own); r.Status.Authenticated || !strings.Contains(r.Status.Error, "not mapped") {
+		t.Errorf("unmapped identity: %+v", r.Status)
+	}
+}
+
+// Concurrent Issues for one session assume the role once.
+func TestConcurrentIssue(t *testing.T) {
+	f := newFixture(t, nil)
+	req := testRequest()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cred, err := f.b.Issue(context.Background(), req)
+			if err == nil {
+				_, err = f.v.Verify(context.Background(), cred.Token)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.sts.AssumeRoleCalls()); n != 1 {
+		t.Errorf("%d AssumeRole calls for one session, want 1", n)
 	}
 }
