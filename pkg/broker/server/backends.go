@@ -28,6 +28,10 @@ func BuildBackends(ctx context.Context, cfg *config.Config) (map[string]backend.
 			if err != nil {
 				return nil, fmt.Errorf("cluster %s: loading the broker's own credential: %w", c.Name, err)
 			}
+			// client-go's default client-side limit (5 QPS) would make a
+			// burst of pipeline starts queue behind each other; the
+			// apiserver's own priority and fairness protects it.
+			rc.QPS, rc.Burst = 100, 200
 			cs, err := kubernetes.NewForConfig(rc)
 			if err != nil {
 				return nil, fmt.Errorf("cluster %s: making a client: %w", c.Name, err)

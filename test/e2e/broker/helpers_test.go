@@ -94,7 +94,9 @@ type env struct {
 	storeURL string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvB(t) }
+
+func newEnvB(t testing.TB) *env {
 	t.Helper()
 	c := cluster.Shared(t)
 	iss, err := oidcissuer.New()

@@ -21,6 +21,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -165,6 +166,9 @@ func (b *Backend) applyRole(ctx context.Context, r *rbacv1.Role) error {
 		if gerr != nil {
 			return fmt.Errorf("reading Role %s/%s: %w", r.Namespace, r.Name, gerr)
 		}
+		if equality.Semantic.DeepEqual(cur.Rules, r.Rules) {
+			return nil
+		}
 		cur.Rules = r.Rules
 		_, err = b.c.RbacV1().Roles(r.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 	}
@@ -180,6 +184,9 @@ func (b *Backend) applyClusterRole(ctx context.Context, r *rbacv1.ClusterRole) e
 		cur, gerr := b.c.RbacV1().ClusterRoles().Get(ctx, r.Name, metav1.GetOptions{})
 		if gerr != nil {
 			return fmt.Errorf("reading ClusterRole %s: %w", r.Name, gerr)
+		}
+		if equality.Semantic.DeepEqual(cur.Rules, r.Rules) {
+			return nil
 		}
 		cur.Rules = r.Rules
 		_, err = b.c.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
