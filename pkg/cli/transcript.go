@@ -278,6 +278,10 @@ func (o *TranscriptShowOptions) Run(ctx context.Context) error {
 		"deny":    r.NewStyle().Foreground(lipgloss.Color("9")).Bold(true),
 		"approve": r.NewStyle().Foreground(lipgloss.Color("11")),
 	}
+	if !u.Color() {
+		// Plain text: lipgloss still writes bold without colors.
+		head, dec = r.NewStyle(), nil
+	}
 	row := func(t, verb, resource, decision, status string) {
 		ds := col(9)
 		if s, ok := dec[decision]; ok {
