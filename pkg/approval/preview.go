@@ -122,8 +122,12 @@ func (p *Previewer) Preview(ctx context.Context, req Request) *api.Preview {
 		}
 		return pv
 	case "delete":
+		body, ok := dryRunDeleteBody(req.Body)
+		if !ok {
+			return &api.Preview{Kind: api.PreviewDelete, Note: "the delete options are not a JSON object, so no dry run was made"}
+		}
 		live, lcode, _ := p.do(ctx, http.MethodGet, objectURI(req.RequestURI), "", nil)
-		res, code, err := p.do(ctx, req.Method, dryRunURI(req.RequestURI), req.ContentType, req.Body)
+		res, code, err := p.do(ctx, req.Method, dryRunURI(req.RequestURI), "application/json", body)
 		if err != nil || code/100 != 2 {
 			return refused(api.PreviewDelete, code, res, err)
 		}
@@ -138,7 +142,11 @@ func (p *Previewer) Preview(ctx context.Context, req Request) *api.Preview {
 		}
 		return pv
 	case "deletecollection":
-		res, code, err := p.do(ctx, req.Method, dryRunURI(req.RequestURI), req.ContentType, req.Body)
+		body, ok := dryRunDeleteBody(req.Body)
+		if !ok {
+			return &api.Preview{Kind: api.PreviewDelete, Note: "the delete options are not a JSON object, so no dry run was made"}
+		}
+		res, code, err := p.do(ctx, req.Method, dryRunURI(req.RequestURI), "application/json", body)
 		if err != nil || code/100 != 2 {
 			return refused(api.PreviewDelete, code, res, err)
 		}
@@ -179,6 +187,29 @@ func clip(s string) string {
 		return s
 	}
 	return s[:maxPreviewText] + "\n... (cut at 256 KiB)\n"
+}
+
+// dryRunDeleteBody makes a delete's body ask for a dry run. The apiserver
+// reads DeleteOptions from the body when there is one and then ignores the
+// query, so dryRun=All in the URI alone would let a real delete through.
+func dryRunDeleteBody(b []byte) ([]byte, bool) {
+	opts := map[string]any{}
+	if len(bytes.TrimSpace(b)) > 0 {
+		if err := json.Unmarshal(b, &opts); err != nil {
+			if y, yerr := yaml.YAMLToJSON(b); yerr != nil || json.Unmarshal(y, &opts) != nil {
+				return nil, false
+			}
+		}
+	}
+	if opts == nil {
+		return nil, false
+	}
+	if _, ok := opts["kind"]; !ok {
+		opts["kind"], opts["apiVersion"] = "DeleteOptions", "v1"
+	}
+	opts["dryRun"] = []string{"All"}
+	out, err := json.Marshal(opts)
+	return out, err == nil
 }
 
 // dryRunURI adds dryRun=All to a request URI.
