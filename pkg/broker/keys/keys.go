@@ -303,7 +303,8 @@ func newKID(pub ed25519.PublicKey) string {
 	if err != nil {
 		return randomID()
 	}
-	return base64.RawURLEncoding.EncodeToString(tp)[:16]
+	// The full RFC 7638 thumbprint, as transcript verifiers expect.
+	return base64.RawURLEncoding.EncodeToString(tp)
 }
 
 func randomID() string {

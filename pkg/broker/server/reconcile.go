@@ -25,6 +25,7 @@ func (s *Server) Reconcile(ctx context.Context) error {
 		live[id] = true
 	}
 	s.m.active.Set(float64(len(ids)))
+	s.ingest.forgetExcept(live)
 	// An object that the backend lists was made after its session was
 	// stored; a session created after the list above is looked up again, so
 	// a reconcile never removes a session being created right now. A store

@@ -25,6 +25,7 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/keys"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/trust"
+	"github.com/kubectl-agent/kubectl-agent/pkg/tlog"
 )
 
 // Limits of requests.
@@ -62,6 +63,9 @@ type Server struct {
 	keys     *keys.Manager
 	reg      *prometheus.Registry
 	m        metrics
+	tlog     *tlog.Log
+	logKey   string
+	ingest   ingest
 }
 
 type metrics struct {
@@ -113,6 +117,10 @@ func New(ctx context.Context, o Options) (*Server, error) {
 	if err := s.keys.Load(ctx); err != nil {
 		return nil, err
 	}
+	var err error
+	if s.tlog, s.logKey, err = openLog(ctx, o.Store, o.Config.PublicHost()); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -130,6 +138,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathSessionCredential, s.session(s.handleCredential))
 	mux.HandleFunc("POST "+api.PathSessionTranscript, s.session(s.handleTranscript))
 	mux.HandleFunc("GET "+api.PathSessionTranscript, s.session(s.handleTranscript))
+	mux.HandleFunc("GET "+PathTranscriptLog, s.handleTranscriptLog)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))

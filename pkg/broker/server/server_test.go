@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/mod/sumdb/note"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/jit"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/config"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
+	"github.com/kubectl-agent/kubectl-agent/pkg/tlog"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
 
@@ -206,4 +208,38 @@ func FuzzTokenHandler(f *testing.F) {
 			t.Fatalf("the description echoes the request")
 		}
 	})
+}
+
+// The log's checkpoint signer works for every key, including those whose
+// base64 form holds '+' (which the note key format also uses as separator).
+func TestNoteSignerAnyKey(t *testing.T) {
+	plus := 0
+	for i := 0; i < 64; i++ {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		vkey, err := tlog.VerifierKey("broker.test/transcripts", pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(vkey, "+") > 2 {
+			plus++
+		}
+		signer, err := noteSigner(vkey, priv)
+		if err != nil {
+			t.Fatalf("key %d (%s): %v", i, vkey, err)
+		}
+		verifier, err := note.NewVerifier(vkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := note.Sign(&note.Note{Text: "hello\n"}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := note.Open(msg, note.VerifierList(verifier)); err != nil {
+			t.Fatalf("checkpoint does not verify with %s: %v", vkey, err)
+		}
+	}
+	if plus == 0 {
+		t.Log("no key with '+' in 64 tries (unlikely)")
+	}
 }

@@ -141,10 +141,3 @@ func (s *Server) revoke(ctx context.Context, cluster, id string) error {
 	}
 	return s.timed(cluster, "revoke", func() error { return b.Revoke(ctx, id) })
 }
-
-// handleTranscript is the transcript endpoint. Ingest is not wired in this
-// broker build: it answers 501 so clients keep their spool and say so.
-func (s *Server) handleTranscript(w http.ResponseWriter, r *http.Request, sess store.Session) {
-	writeError(w, http.StatusNotImplemented, &api.Error{Code: "not_implemented",
-		Description: "this broker does not accept transcripts yet; the client keeps its local transcript"})
-}
