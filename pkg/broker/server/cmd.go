@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -252,6 +253,10 @@ func (o *CheckConfigOptions) Run() error {
 	cfg, err := config.Load(o.ConfigFile)
 	if err != nil {
 		return err
+	}
+	// The store URL may hold a database password.
+	if u, err := url.Parse(cfg.Store.URL); err == nil {
+		cfg.Store.URL = u.Redacted()
 	}
 	switch o.Output {
 	case "json":

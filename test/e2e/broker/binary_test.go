@@ -1,0 +1,161 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// agentBroker builds cmd/agent-broker once per test binary.
+func agentBroker(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "agent-broker-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "agent-broker")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/kubectl-agent/kubectl-agent/cmd/agent-broker").CombinedOutput()
+		if err != nil {
+			buildErr = err
+			binPath = string(out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("building agent-broker: %v\n%s", buildErr, binPath)
+	}
+	return binPath
+}
+
+func run(t *testing.T, name string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestCheckConfigCommand(t *testing.T) {
+	e := newEnv(t)
+	bin := agentBroker(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "broker.yaml")
+	if err := os.WriteFile(good, []byte(e.configYAML("http://127.0.0.1:8443", e.storeURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, code := run(t, bin, "check-config", "--config", good); code != 0 || !strings.Contains(out, "ok (1 issuers, 1 clusters, 1 trust rules)") {
+		t.Errorf("good config: exit %d %s%s", code, out, errOut)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	data := strings.Replace(e.configYAML("http://127.0.0.1:8443", e.storeURL), "  cluster: test", "  cluster: prod", 1)
+	if err := os.WriteFile(bad, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := run(t, bin, "check-config", "--config", bad)
+	if code != 1 || !strings.Contains(errOut, bad+":27: trustRules[0].cluster: cluster \"prod\" is not defined in clusters") {
+		t.Errorf("bad config: exit %d %q", code, errOut)
+	}
+	if _, errOut, code := run(t, bin, "check-config"); code != 2 || !strings.Contains(errOut, "--config") {
+		t.Errorf("no --config: exit %d %q", code, errOut)
+	}
+	if out, _, code := run(t, bin, "version", "-o", "json"); code != 0 || !strings.Contains(out, `"version"`) {
+		t.Errorf("version: %d %s", code, out)
+	}
+	if _, errOut, code := run(t, bin, "serve", "--config", good, "--listen", "0.0.0.0:0"); code != 2 || !strings.Contains(errOut, "plain HTTP") {
+		t.Errorf("serve on 0.0.0.0 without TLS: exit %d %q", code, errOut)
+	}
+}
+
+// The agent-broker process serves; a new process on the same store keeps the
+// sessions (tokens it signed verify, because keys live in the store).
+func TestServeProcessRestart(t *testing.T) {
+	e := newEnv(t)
+	bin := agentBroker(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	url := "http://" + addr
+	file := filepath.Join(t.TempDir(), "broker.yaml")
+	if err := os.WriteFile(file, []byte(e.configYAML(url, e.storeURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *exec.Cmd {
+		cmd := exec.Command(bin, "serve", "--config", file, "--listen", addr)
+		cmd.Stderr = &testWriter{t: t}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			res, err := http.Get(url + "/readyz")
+			if err == nil {
+				res.Body.Close()
+				if res.StatusCode == 200 {
+					return cmd
+				}
+			}
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				t.Fatalf("agent-broker not ready: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	stop := func(cmd *exec.Cmd) {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("agent-broker exit after SIGTERM: %v", err)
+		}
+	}
+	p1 := start()
+	ctx := context.Background()
+	r := newRunner(t, url)
+	resp, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "700", audience)))
+	if err != nil {
+		stop(p1)
+		t.Fatal(err)
+	}
+	stop(p1)
+	p2 := start()
+	defer stop(p2)
+	sc := r.session(resp)
+	cred, err := sc.Credential(ctx, resp.Session.ID)
+	if err != nil {
+		t.Fatalf("refresh after restart: %v", err)
+	}
+	if _, errOut, code := e.kubectlAs(t, cred.Token, "get", "configmaps", "-n", e.workNS); code != 0 {
+		t.Errorf("credential after restart: %s", errOut)
+	}
+	if len(e.sessionObjects(t, resp.Session.ID)) != 3 {
+		t.Errorf("the restarted broker's reconcile removed a live session's objects: %v", e.sessionObjects(t, resp.Session.ID))
+	}
+	if err := sc.End(ctx, resp.Session.ID); err != nil {
+		t.Errorf("end after restart: %v", err)
+	}
+}
