@@ -12,9 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	kjson "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/policy"
@@ -163,24 +161,6 @@ var bodyTypes = map[string]bool{
 
 const protobufType = "application/vnd.kubernetes.protobuf"
 
-// protobufToJSON converts a protobuf body of a built-in type to JSON.
-func protobufToJSON(b []byte) ([]byte, error) {
-	obj, gvk, err := scheme.Codecs.UniversalDeserializer().Decode(b, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	if gvk != nil {
-		obj.GetObjectKind().SetGroupVersionKind(*gvk)
-	}
-	var buf bytes.Buffer
-	if err := jsonSerializer.Encode(obj, &buf); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSpace(buf.Bytes()), nil
-}
-
-var jsonSerializer = kjson.NewSerializerWithOptions(kjson.DefaultMetaFactory, scheme.Scheme, scheme.Scheme, kjson.SerializerOptions{})
-
 // readBody buffers the request body (up to MaxRequestBody) and decodes it
 // when it is a JSON or YAML object. It returns a refusal (code != 0) for a
 // body that is too large or of a type the proxy cannot read.
@@ -208,7 +188,7 @@ func (p *Proxy) readBody(r *http.Request, rq *request) (int, string, string) {
 		// kubectl and client-go send built-in types as protobuf (kubectl
 		// create namespace does): convert to JSON, which the proxy can read
 		// and the apiserver takes just as well.
-		js, cerr := protobufToJSON(b)
+		js, cerr := p.protobuf.toJSON(b)
 		if cerr != nil {
 			return http.StatusUnsupportedMediaType, "UnsupportedMediaType",
 				"kubectl-agent proxy refused the request: the protobuf body cannot be converted to JSON: " + cerr.Error()

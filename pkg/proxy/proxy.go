@@ -153,6 +153,7 @@ type Proxy struct {
 	server *http.Server
 
 	allowed, denied, masked, errs atomic.Int64
+	protobuf                      protobufCodec
 }
 
 // New prepares a proxy; Start makes it listen.
