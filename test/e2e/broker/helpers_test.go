@@ -177,6 +177,17 @@ func (e *env) startBroker(t testing.TB, storeURL string, clk *clock) *broker {
 // balancer in front of it), or its own address when publicURL is empty.
 func (e *env) startBrokerAt(t testing.TB, storeURL string, clk *clock, publicURL string) *broker {
 	t.Helper()
+	return e.startBrokerFull(t, storeURL, clk, publicURL, nil)
+}
+
+// startBrokerWith starts a broker whose config text edit changes.
+func (e *env) startBrokerWith(t testing.TB, storeURL string, edit func(string) string) *broker {
+	t.Helper()
+	return e.startBrokerFull(t, storeURL, nil, "", edit)
+}
+
+func (e *env) startBrokerFull(t testing.TB, storeURL string, clk *clock, publicURL string, edit func(string) string) *broker {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +198,11 @@ func (e *env) startBrokerAt(t testing.TB, storeURL string, clk *clock, publicURL
 	}
 	dir := t.TempDir()
 	file := filepath.Join(dir, "broker.yaml")
-	if err := os.WriteFile(file, []byte(e.configYAML(publicURL, storeURL)), 0o600); err != nil {
+	text := e.configYAML(publicURL, storeURL)
+	if edit != nil {
+		text = edit(text)
+	}
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(file)
