@@ -42,14 +42,14 @@ type Config struct {
 	TLS       *TLS   `json:"tls,omitempty"`
 	// AllowInsecureHTTP permits plain HTTP on a non-loopback listen address
 	// (behind a TLS-terminating proxy). Without it, plain HTTP is loopback only.
-	AllowInsecureHTTP bool           `json:"allowInsecureHTTP,omitempty"`
-	Store             Store          `json:"store"`
-	Keys              Keys           `json:"keys,omitempty"`
-	ReconcileInterval *api.Duration  `json:"reconcileInterval,omitempty"`
-	Issuers           []Issuer       `json:"issuers"`
-	Clusters          []Cluster      `json:"clusters"`
-	TrustRules        []TrustRule    `json:"trustRules"`
-	Limits            Limits         `json:"limits,omitempty"`
+	AllowInsecureHTTP bool          `json:"allowInsecureHTTP,omitempty"`
+	Store             Store         `json:"store"`
+	Keys              Keys          `json:"keys,omitempty"`
+	ReconcileInterval *api.Duration `json:"reconcileInterval,omitempty"`
+	Issuers           []Issuer      `json:"issuers"`
+	Clusters          []Cluster     `json:"clusters"`
+	TrustRules        []TrustRule   `json:"trustRules"`
+	Limits            Limits        `json:"limits,omitempty"`
 
 	// Dir is the directory of the config file; relative paths resolve from it.
 	Dir string `json:"-"`

@@ -189,7 +189,7 @@ func (m *Manager) publicKey(ctx context.Context, kid string) (ed25519.PublicKey,
 
 // Confirmation is the cnf claim.
 type Confirmation struct {
-	JKT string          `json:"jkt,omitempty"`
+	JKT string           `json:"jkt,omitempty"`
 	JWK *jose.JSONWebKey `json:"jwk,omitempty"`
 }
 

@@ -295,16 +295,6 @@ func TestTwoBrokersOnePostgres(t *testing.T) {
 	}
 }
 
-func mustClient(t *testing.T, url string) *session.Client {
-	t.Helper()
-	c, err := session.NewClient(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Attempts = 1
-	return c
-}
-
 // The operational endpoints answer.
 func TestOperationalEndpoints(t *testing.T) {
 	e := newEnv(t)
