@@ -49,7 +49,6 @@ type Config struct {
 	Issuers           []Issuer      `json:"issuers"`
 	Clusters          []Cluster     `json:"clusters"`
 	TrustRules        []TrustRule   `json:"trustRules"`
-	Limits            Limits        `json:"limits,omitempty"`
 
 	// Dir is the directory of the config file; relative paths resolve from it.
 	Dir string `json:"-"`
@@ -71,12 +70,6 @@ type Store struct {
 type Keys struct {
 	// RotationPeriod is how long one signing key signs before a new one is made.
 	RotationPeriod *api.Duration `json:"rotationPeriod,omitempty"`
-}
-
-// Limits bound what a client can make the broker do.
-type Limits struct {
-	// MaxSessionsPerRun caps the sessions (one per session key) of one run.
-	MaxSessionsPerRun int `json:"maxSessionsPerRun,omitempty"`
 }
 
 // Issuer is a trusted OIDC issuer.

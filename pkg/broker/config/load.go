@@ -302,9 +302,6 @@ func (v *validator) validate(c *Config) {
 	if c.ReconcileInterval != nil && c.ReconcileInterval.Duration < 0 {
 		v.add("reconcileInterval", "must not be negative")
 	}
-	if c.Limits.MaxSessionsPerRun < 0 {
-		v.add("limits.maxSessionsPerRun", "must not be negative")
-	}
 
 	issuers := map[string]Preset{}
 	for i := range c.Issuers {

@@ -19,6 +19,8 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
 
 	jose "github.com/go-jose/go-jose/v4"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // The exchange yields a session whose credential does exactly what the rule
@@ -101,9 +103,15 @@ func TestOneRunOneSession(t *testing.T) {
 	b := e.startBroker(t, e.storeURL, nil)
 	ctx := context.Background()
 	r := newRunner(t, b.URL)
-	first, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "200", audience)))
+	tok := e.iss.Mint(e.iss.GitHubClaims("acme/app", "200", audience))
+	first, err := r.exchange(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The same token again with the same key (a retry) is the same session.
+	retry, err := r.exchange(ctx, tok)
+	if err != nil || retry.Session.ID != first.Session.ID {
+		t.Fatalf("retry = %v, %v; want session %s", retry, err, first.Session.ID)
 	}
 	again, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "200", audience)))
 	if err != nil {
@@ -292,6 +300,51 @@ func TestTwoBrokersOnePostgres(t *testing.T) {
 	again, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "500", audience)))
 	if err != nil || again.Session.ID == resp.Session.ID {
 		t.Errorf("exchange after end = %v, %v; want a new session", again, err)
+	}
+}
+
+// A clusterRules grant becomes a ClusterRole and ClusterRoleBinding, which
+// ending the session removes.
+func TestClusterWideGrant(t *testing.T) {
+	e := newEnv(t)
+	b := e.startBrokerWith(t, e.storeURL, func(cfg string) string {
+		i := strings.Index(cfg, "  grant:")
+		j := strings.Index(cfg, "  policy:")
+		return cfg[:i] + `  grant:
+    clusterRules:
+    - verbs: [get, list]
+      apiGroups: [""]
+      resources: [namespaces]
+    - verbs: [get]
+      nonResourceURLs: ["/version"]
+` + cfg[j:]
+	})
+	ctx := context.Background()
+	r := newRunner(t, b.URL)
+	resp, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "250", audience)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := resp.Session.Credential.Token
+	if _, errOut, code := e.kubectlAs(t, tok, "get", "namespaces"); code != 0 {
+		t.Errorf("granted get namespaces: %s", errOut)
+	}
+	if _, errOut, code := e.kubectlAs(t, tok, "get", "pods", "-n", e.workNS); code == 0 || !strings.Contains(strings.ToLower(errOut), "forbidden") {
+		t.Errorf("pods were not granted: exit %d %s", code, errOut)
+	}
+	name := "ka-" + resp.Session.ID
+	cs := e.c.Clientset()
+	if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("ClusterRoleBinding: %v", err)
+	}
+	if err := r.session(resp).End(ctx, resp.Session.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.RbacV1().ClusterRoles().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ClusterRole after end: %v, want NotFound", err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ClusterRoleBinding after end: %v, want NotFound", err)
 	}
 }
 
