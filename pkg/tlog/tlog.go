@@ -80,7 +80,7 @@ func NewSigner(origin string, key ed25519.PrivateKey) (note.Signer, error) {
 	}
 	// vkey is "<name>+<hash>+<base64(alg||pub)>"; the signer key uses the same
 	// name and hash with the seed.
-	parts := strings.Split(vkey, "+")
+	parts := strings.SplitN(vkey, "+", 3)
 	if len(parts) != 3 {
 		return nil, errors.New("tlog: unexpected verifier key form")
 	}
