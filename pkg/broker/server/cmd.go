@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/approvals"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/config"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
 	"github.com/kubectl-agent/kubectl-agent/pkg/buildinfo"
@@ -157,6 +158,14 @@ func (o *ServeOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Approvals: the trust rules' approval settings, reviewer checks with the
+	// broker's cluster credentials, reviewer web sign-in from the
+	// AGENT_BROKER_OIDC_* environment (off when unset).
+	ah, err := approvals.FromBroker(ctx, approvals.BrokerOptions{Config: o.cfg, Store: st, Keys: srv.Keys(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("setting up approvals: %w", err)
+	}
+	srv.Mount(approvals.Routes(), ah)
 	ln, err := net.Listen("tcp", o.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", o.cfg.Listen, err)

@@ -66,6 +66,19 @@ type Server struct {
 	tlog     *tlog.Log
 	logKey   string
 	ingest   ingest
+	mounts   []mount
+}
+
+type mount struct {
+	patterns []string
+	h        http.Handler
+}
+
+// Mount serves h at patterns (http.ServeMux patterns) next to the broker's
+// own routes, behind the same logging; approvals use it. Call it before
+// Handler or Serve.
+func (s *Server) Mount(patterns []string, h http.Handler) {
+	s.mounts = append(s.mounts, mount{patterns, h})
 }
 
 type metrics struct {
@@ -142,6 +155,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	for _, m := range s.mounts {
+		for _, p := range m.patterns {
+			mux.Handle(p, m.h)
+		}
+	}
 	return s.middleware(mux)
 }
 

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
@@ -107,7 +104,7 @@ func openLog(ctx context.Context, st store.Store, publicHost string) (*tlog.Log,
 	if err != nil {
 		return nil, "", err
 	}
-	signer, err := noteSigner(vkey, key)
+	signer, err := tlog.NewSigner(origin, key)
 	if err != nil {
 		return nil, "", err
 	}
@@ -116,17 +113,6 @@ func openLog(ctx context.Context, st store.Store, publicHost string) (*tlog.Log,
 		return nil, "", err
 	}
 	return l, vkey, nil
-}
-
-// noteSigner makes the checkpoint signer from the verifier key
-// "<name>+<hash>+<base64 key>". (tlog.NewSigner splits on every '+', and
-// standard base64 holds '+' for about one key in four.)
-func noteSigner(vkey string, key ed25519.PrivateKey) (note.Signer, error) {
-	parts := strings.SplitN(vkey, "+", 3)
-	if len(parts) != 3 {
-		return nil, errors.New("unexpected note verifier key form")
-	}
-	return note.NewSigner("PRIVATE+KEY+" + parts[0] + "+" + parts[1] + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, key.Seed()...)))
 }
 
 func logKey(ctx context.Context, st store.Store) (ed25519.PrivateKey, error) {
