@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -117,7 +118,7 @@ func private(path string, fi fs.FileInfo) error {
 	return nil
 }
 
-var keyRE = regexp.MustCompile(`^(idx-)?[0-9a-f]{64}$`)
+var keyRE = regexp.MustCompile(`^(idx-|key-)?[0-9a-f]{64}$`)
 
 func (c *Cache) path(key, ext string) (string, error) {
 	if !keyRE.MatchString(key) {
@@ -190,6 +191,34 @@ func (c *Cache) writeJSON(key string, v any) error {
 		return fmt.Errorf("writing the session cache: %w", err)
 	}
 	return nil
+}
+
+// runKey is a run's session key, kept apart from the session entry so that
+// it outlives a session that ended (see Manager.drop).
+type runKey struct {
+	SessionKey []byte `json:"sessionKey"`
+}
+
+// RunKey returns the session key for the run whose entry is under key,
+// creating it on first use. One run keeps one key across its sessions: the
+// broker refuses a pipeline token presented with a key other than the first.
+func (c *Cache) RunKey(key string) (ed25519.PrivateKey, error) {
+	var rk runKey
+	found, err := c.readJSON("key-"+key, &rk)
+	if err != nil {
+		return nil, err
+	}
+	if found && len(rk.SessionKey) == ed25519.PrivateKeySize {
+		return ed25519.PrivateKey(rk.SessionKey), nil
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("creating the session key: %w", err)
+	}
+	if err := c.writeJSON("key-"+key, runKey{SessionKey: priv}); err != nil {
+		return nil, err
+	}
+	return priv, nil
 }
 
 // Load returns the entry under key, or nil when there is none (or it has

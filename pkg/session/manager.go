@@ -2,8 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -210,9 +208,9 @@ func (m *Manager) Ensure(ctx context.Context) (*Entry, error) {
 }
 
 func (m *Manager) exchange(ctx context.Context, key string, run identity.Run, tok string) (*Entry, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	priv, err := m.Cache.RunKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("creating the session key: %w", err)
+		return nil, err
 	}
 	resp, err := m.Client.Exchange(ctx, tok, m.Cluster, priv)
 	if err != nil {
@@ -317,6 +315,10 @@ func (m *Manager) drop(e *Entry) error {
 			}
 		}
 	}
+	// The session key stays (Cache.RunKey): the broker binds a pipeline
+	// token to the first key it sees, and some CI systems (GitLab's
+	// id_tokens) give a job one token for its whole life, so a run's next
+	// session must be asked for with the same key.
 	return m.Cache.Remove(e.Key)
 }
 

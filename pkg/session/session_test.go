@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -500,5 +501,35 @@ func BenchmarkCacheHit(b *testing.B) {
 		if _, _, err := m.Credential(context.Background()); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A run keeps its session key across sessions: the broker binds a pipeline
+// token to the first key it sees, and a GitLab job has one token for life.
+func TestNextSessionOfARunReusesItsKey(t *testing.T) {
+	b := sessiontest.New(t)
+	dir := filepath.Join(t.TempDir(), "cache")
+	ctx := context.Background()
+	src := &countingSource{tok: fakeJWT(map[string]any{"iss": "x", "sub": "s", "repository": "acme/app", "run_id": "7", "run_attempt": "1"})}
+	m, _ := newManager(b.URL, dir, noEnv, src)
+	e1, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := m.Ensure(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e2.Session.ID == e1.Session.ID {
+		t.Fatal("a new session was expected after End")
+	}
+	if !bytes.Equal(e1.SessionKey, e2.SessionKey) {
+		t.Fatal("the run's next session got a new key; a token bound to the first key would be refused")
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "key-"+e1.Key+".json")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("run key file: %v %v", fi, err)
 	}
 }
