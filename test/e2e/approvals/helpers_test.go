@@ -389,7 +389,8 @@ func (s *syncBuffer) String() string {
 }
 
 // startRun exchanges a pipeline token of run runID (started by actor) at b
-// and starts the proxy. localPolicy, when set, is added to the grant's.
+// and starts the proxy. localPolicy, when set, is the proxy's policy instead
+// of the grant's (so that its rule is the one that holds the request).
 func (w *world) startRun(t *testing.T, b *broker, runID, actor, localPolicy string) *run {
 	t.Helper()
 	ctx := context.Background()
@@ -414,13 +415,12 @@ func (w *world) startRun(t *testing.T, b *broker, runID, actor, localPolicy stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	var local *policy.Policy
+	pol := base
 	if localPolicy != "" {
-		if local, err = policy.Parse([]byte(localPolicy), "local"); err != nil {
+		if pol, err = policy.Parse([]byte(localPolicy), "local"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pol := policy.Combine(base, local)
 	var rules []mask.Rule
 	for _, r := range pol.Mask() {
 		rules = append(rules, mask.Rule{Kinds: r.Kinds, Keys: r.Keys})
