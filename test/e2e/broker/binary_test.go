@@ -135,6 +135,16 @@ func TestServeProcessRestart(t *testing.T) {
 	}
 	p1 := start()
 	ctx := context.Background()
+	// serve mounts the approvals API and page next to the broker's routes
+	// (without AGENT_BROKER_OIDC_* the page says sign-in is off, with 503).
+	if res, err := http.Get(url + "/approvals/"); err != nil {
+		t.Error(err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode == http.StatusNotFound || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("GET /approvals/ on agent-broker serve: %d %s, want the approvals page", res.StatusCode, res.Header.Get("Content-Type"))
+		}
+	}
 	r := newRunner(t, url)
 	resp, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "700", audience)))
 	if err != nil {
