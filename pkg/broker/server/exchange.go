@@ -94,8 +94,6 @@ func httpStatus(code string) int {
 		return http.StatusServiceUnavailable
 	case trust.CodeServerError:
 		return http.StatusInternalServerError
-	case trust.CodeUnauthorizedClient:
-		return http.StatusForbidden
 	}
 	return http.StatusBadRequest
 }

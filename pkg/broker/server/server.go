@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"sort"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -236,8 +237,14 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(problems) > 0 {
+		// Details go to the log only: the endpoint is unauthenticated.
 		s.log.Warn("not ready", "problems", problems)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "problems": problems})
+		failing := make([]string, 0, len(problems))
+		for k := range problems {
+			failing = append(failing, k)
+		}
+		sort.Strings(failing)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "failing": failing})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
