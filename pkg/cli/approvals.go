@@ -296,4 +296,3 @@ func (o *ApprovalsOptions) describe(a *api.Approval) {
 		}
 	}
 }
-
