@@ -90,9 +90,17 @@ func TestRotationKeepsOldKeysPublished(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	session, err := m.SignSession("s1", "prod", "jkt", now.Add(3*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
 	now = now.Add(2 * time.Hour)
 	if err := m.Maintain(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// A session token signed before the rotation still verifies.
+	if _, err := m.VerifySession(ctx, session); err != nil {
+		t.Errorf("session token after rotation: %v", err)
 	}
 	set := m.JWKS()
 	if len(set.Keys) != 2 {

@@ -191,3 +191,34 @@ func FuzzPeek(f *testing.F) {
 		}
 	})
 }
+
+// An issuer that cannot be reached is the broker's problem: 503-class
+// temporarily_unavailable, not invalid_grant.
+func TestIssuerUnreachable(t *testing.T) {
+	iss, _ := setup(t, "github", "")
+	down := "http://127.0.0.1:1"
+	cfg, err := config.Parse("t.yaml", []byte(fmt.Sprintf(`apiVersion: kubectl-agent.io/v1alpha1
+kind: BrokerConfig
+publicURL: https://broker.test
+issuers:
+- issuer: %[1]s
+  preset: github
+clusters:
+- {name: c1, server: "https://c1.test", backend: {type: kubernetes}}
+trustRules:
+- name: r1
+  issuer: %[1]s
+  cluster: c1
+  match: {repository: "acme/*"}
+  grant: {clusterRules: [{verbs: [get], resources: [pods]}]}
+`, down)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := iss.GitHubClaims("acme/app", "1", "https://broker.test")
+	c["iss"] = down
+	_, err = NewVerifier(cfg, Options{}).Verify(context.Background(), iss.Mint(c))
+	if e, ok := err.(*api.Error); !ok || e.Code != CodeUnavailable {
+		t.Errorf("unreachable issuer: %v, want %s", err, CodeUnavailable)
+	}
+}

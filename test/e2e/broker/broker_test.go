@@ -150,7 +150,8 @@ func TestEndRevokes(t *testing.T) {
 	b := e.startBroker(t, e.storeURL, nil)
 	ctx := context.Background()
 	r := newRunner(t, b.URL)
-	resp, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "300", audience)))
+	pipelineToken := e.iss.Mint(e.iss.GitHubClaims("acme/app", "300", audience))
+	resp, err := r.exchange(ctx, pipelineToken)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +189,17 @@ func TestEndRevokes(t *testing.T) {
 	// Ending twice is fine.
 	if err := sc.End(ctx, resp.Session.ID); err != nil {
 		t.Errorf("second End: %v", err)
+	}
+	// No secret reached the log: not the pipeline token, the session
+	// token, the credential or a DPoP proof's signature.
+	logs := b.Logs()
+	if !strings.Contains(logs, resp.Session.ID) {
+		t.Fatal("the log does not even name the session; the check below would prove nothing")
+	}
+	for name, secret := range map[string]string{"pipeline token": pipelineToken, "session token": resp.AccessToken, "credential": tok} {
+		if strings.Contains(logs, secret) || strings.Contains(logs, secret[len(secret)-24:]) {
+			t.Errorf("the broker logged the %s", name)
+		}
 	}
 }
 

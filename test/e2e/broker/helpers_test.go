@@ -163,8 +163,12 @@ type broker struct {
 	Server *server.Server
 	Store  store.Store
 	Config *config.Config
+	logs   *testWriter
 	stop   func()
 }
+
+// Logs is everything the broker logged so far.
+func (b *broker) Logs() string { return b.logs.String() }
 
 // startBroker starts a broker instance on storeURL. Several instances on one
 // store act like several brokers behind a load balancer.
@@ -222,8 +226,9 @@ func (e *env) startBrokerFull(t testing.TB, storeURL string, clk *clock, publicU
 	if clk != nil {
 		now = clk.Now
 	}
+	logs := &testWriter{t: t}
 	srv, err := server.New(ctx, server.Options{Config: cfg, Store: st, Backends: backends, Now: now,
-		Logger: slog.New(slog.NewJSONHandler(&testWriter{t: t}, nil))})
+		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +240,7 @@ func (e *env) startBrokerFull(t testing.TB, storeURL string, clk *clock, publicU
 		}
 	}()
 	var once sync.Once
-	b := &broker{URL: url, Server: srv, Store: st, Config: cfg, stop: func() {
+	b := &broker{URL: url, Server: srv, Store: st, Config: cfg, logs: logs, stop: func() {
 		once.Do(func() {
 			cancel()
 			<-done
@@ -249,11 +254,25 @@ func (e *env) startBrokerFull(t testing.TB, storeURL string, clk *clock, publicU
 // Stop stops the instance (its store stays on disk / in the database).
 func (b *broker) Stop() { b.stop() }
 
-type testWriter struct{ t testing.TB }
+// testWriter logs through t and keeps a copy.
+type testWriter struct {
+	t   testing.TB
+	mu  sync.Mutex
+	buf strings.Builder
+}
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("broker: %s", strings.TrimSpace(string(p)))
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
 	return len(p), nil
+}
+
+func (w *testWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
 
 // runner is a pipeline run: its key and its client.
