@@ -2,17 +2,27 @@ package server
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"k8s.io/client-go/kubernetes"
@@ -20,6 +30,7 @@ import (
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/jit"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/config"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
@@ -243,4 +254,117 @@ func TestNoteSignerAnyKey(t *testing.T) {
 	if plus == 0 {
 		t.Log("no key with '+' in 64 tries (unlikely)")
 	}
+}
+
+// Each cluster's backend is built from its config: kubernetes from a
+// kubeconfig, eks from its settings (strictly: an unknown field is refused).
+func TestBuildBackends(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgText := func(eks string) string {
+		return fmt.Sprintf(`apiVersion: kubectl-agent.io/v1alpha1
+kind: BrokerConfig
+publicURL: https://broker.test
+issuers: [{issuer: "https://ci.example.com"}]
+clusters:
+- name: k
+  server: https://k.test
+  backend: {type: kubernetes, kubernetes: {kubeconfig: %s, namespace: ab}}
+- name: e
+  server: https://e.test
+  backend: {type: eks, eks: %s}
+trustRules:
+- {name: r, issuer: "https://ci.example.com", cluster: e, match: {sub: x}, grant: {iamRole: "arn:aws:iam::123456789012:role/x"}}
+`, kc, eks)
+	}
+	cfg, err := config.Parse(filepath.Join(dir, "b.yaml"), []byte(cfgText(`{clusterName: prod, region: eu-west-1}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := BuildBackends(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := bs["k"].(*jit.Backend); !ok {
+		t.Errorf("cluster k: %T, want the jit backend", bs["k"])
+	}
+	if _, ok := bs["e"].(*eks.Backend); !ok {
+		t.Errorf("cluster e: %T, want the eks backend", bs["e"])
+	}
+	cfg, err = config.Parse(filepath.Join(dir, "b.yaml"), []byte(cfgText(`{clusterName: prod, regoin: eu-west-1}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildBackends(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), `cluster e: backend.eks: json: unknown field "regoin"`) {
+		t.Errorf("unknown eks field: %v", err)
+	}
+}
+
+// Serve speaks TLS with the configured certificate and stops cleanly.
+func TestServeTLS(t *testing.T) {
+	srv, _, _ := testServer(t)
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSigned(t)
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.cfg.TLS = &config.TLS{CertFile: certFile, KeyFile: keyFile}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	res, err := client.Get("https://" + ln.Addr().String() + "/healthz")
+	if err != nil {
+		t.Fatalf("GET over TLS: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.TLS == nil {
+		t.Errorf("healthz over TLS: %d, tls %v", res.StatusCode, res.TLS != nil)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve after cancel: %v", err)
+	}
+}
+
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "broker"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd})
 }
