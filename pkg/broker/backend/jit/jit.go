@@ -19,11 +19,11 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
@@ -87,22 +87,25 @@ func (b *Backend) ServiceAccount(sessionID string) string {
 	return "system:serviceaccount:" + b.ns + ":" + Name(sessionID)
 }
 
-func (b *Backend) meta(req backend.Request, ns string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name:      Name(req.SessionID),
-		Namespace: ns,
-		Labels:    map[string]string{LabelSession: req.SessionID, LabelManagedBy: ManagedBy},
-		Annotations: map[string]string{
-			AnnotationRepository: req.Identity.Repository,
-			AnnotationRun:        strings.Trim(req.Identity.RunID+"/"+req.Identity.RunAttempt, "/"),
-			AnnotationRule:       req.Grant.Rule,
-			AnnotationExpires:    req.ExpiresAt.UTC().Format(time.RFC3339),
-		},
+func (b *Backend) labels(req backend.Request) map[string]string {
+	return map[string]string{LabelSession: req.SessionID, LabelManagedBy: ManagedBy}
+}
+
+func (b *Backend) annotations(req backend.Request) map[string]string {
+	return map[string]string{
+		AnnotationRepository: req.Identity.Repository,
+		AnnotationRun:        strings.Trim(req.Identity.RunID+"/"+req.Identity.RunAttempt, "/"),
+		AnnotationRule:       req.Grant.Rule,
+		AnnotationExpires:    req.ExpiresAt.UTC().Format(time.RFC3339),
 	}
 }
 
-// Issue creates the session's ServiceAccount and RBAC (idempotent) and
-// returns a fresh token.
+// apply is server-side apply owned by the broker: one call per object, new
+// or not, and a retried Issue converges on the grant.
+var apply = metav1.ApplyOptions{FieldManager: ManagedBy, Force: true}
+
+// Issue makes sure the session's ServiceAccount and RBAC exist exactly as
+// granted (server-side apply, idempotent) and returns a fresh token.
 func (b *Backend) Issue(ctx context.Context, req backend.Request) (*api.Credential, error) {
 	if req.SessionID == "" || strings.ContainsAny(req.SessionID, "/.: ") {
 		return nil, fmt.Errorf("jit backend: bad session id %q", req.SessionID)
@@ -112,32 +115,33 @@ func (b *Backend) Issue(ctx context.Context, req backend.Request) (*api.Credenti
 		return nil, errors.New("jit backend: the session has expired")
 	}
 	name := Name(req.SessionID)
-	sa := &corev1.ServiceAccount{ObjectMeta: b.meta(req, b.ns), AutomountServiceAccountToken: new(bool)}
-	if _, err := b.c.CoreV1().ServiceAccounts(b.ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("creating ServiceAccount %s/%s: %w", b.ns, name, err)
+	labels, annotations := b.labels(req), b.annotations(req)
+	sa := corev1ac.ServiceAccount(name, b.ns).WithLabels(labels).WithAnnotations(annotations).WithAutomountServiceAccountToken(false)
+	if _, err := b.c.CoreV1().ServiceAccounts(b.ns).Apply(ctx, sa, apply); err != nil {
+		return nil, fmt.Errorf("applying ServiceAccount %s/%s: %w", b.ns, name, err)
 	}
-	subject := rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: b.ns}
+	subject := rbacv1ac.Subject().WithKind(rbacv1.ServiceAccountKind).WithName(name).WithNamespace(b.ns)
 	rules := toRBAC(req.Grant.Rules)
 	if len(req.Grant.Namespaces) == 0 && len(rules) > 0 {
-		cr := &rbacv1.ClusterRole{ObjectMeta: b.meta(req, ""), Rules: rules}
-		if err := b.applyClusterRole(ctx, cr); err != nil {
-			return nil, err
+		cr := rbacv1ac.ClusterRole(name).WithLabels(labels).WithAnnotations(annotations).WithRules(rules...)
+		if _, err := b.c.RbacV1().ClusterRoles().Apply(ctx, cr, apply); err != nil {
+			return nil, fmt.Errorf("applying ClusterRole %s: %w", name, err)
 		}
-		crb := &rbacv1.ClusterRoleBinding{ObjectMeta: b.meta(req, ""), Subjects: []rbacv1.Subject{subject},
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}}
-		if _, err := b.c.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("creating ClusterRoleBinding %s: %w", name, err)
+		crb := rbacv1ac.ClusterRoleBinding(name).WithLabels(labels).WithAnnotations(annotations).WithSubjects(subject).
+			WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("ClusterRole").WithName(name))
+		if _, err := b.c.RbacV1().ClusterRoleBindings().Apply(ctx, crb, apply); err != nil {
+			return nil, fmt.Errorf("applying ClusterRoleBinding %s: %w", name, err)
 		}
 	}
 	for _, ns := range req.Grant.Namespaces {
-		role := &rbacv1.Role{ObjectMeta: b.meta(req, ns), Rules: rules}
-		if err := b.applyRole(ctx, role); err != nil {
-			return nil, err
+		role := rbacv1ac.Role(name, ns).WithLabels(labels).WithAnnotations(annotations).WithRules(rules...)
+		if _, err := b.c.RbacV1().Roles(ns).Apply(ctx, role, apply); err != nil {
+			return nil, fmt.Errorf("applying Role %s/%s: %w", ns, name, err)
 		}
-		rb := &rbacv1.RoleBinding{ObjectMeta: b.meta(req, ns), Subjects: []rbacv1.Subject{subject},
-			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}}
-		if _, err := b.c.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("creating RoleBinding %s/%s: %w", ns, name, err)
+		rb := rbacv1ac.RoleBinding(name, ns).WithLabels(labels).WithAnnotations(annotations).WithSubjects(subject).
+			WithRoleRef(rbacv1ac.RoleRef().WithAPIGroup(rbacv1.GroupName).WithKind("Role").WithName(name))
+		if _, err := b.c.RbacV1().RoleBindings(ns).Apply(ctx, rb, apply); err != nil {
+			return nil, fmt.Errorf("applying RoleBinding %s/%s: %w", ns, name, err)
 		}
 	}
 	secs := int64(remaining / time.Second)
@@ -157,51 +161,11 @@ func (b *Backend) Issue(ctx context.Context, req backend.Request) (*api.Credenti
 	return &api.Credential{Token: tr.Status.Token, ExpiresAt: exp, Server: b.srv, CAData: b.ca}, nil
 }
 
-// applyRole creates a role or, when it exists, sets its rules: a retried Issue
-// converges on the grant.
-func (b *Backend) applyRole(ctx context.Context, r *rbacv1.Role) error {
-	_, err := b.c.RbacV1().Roles(r.Namespace).Create(ctx, r, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		cur, gerr := b.c.RbacV1().Roles(r.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
-		if gerr != nil {
-			return fmt.Errorf("reading Role %s/%s: %w", r.Namespace, r.Name, gerr)
-		}
-		if equality.Semantic.DeepEqual(cur.Rules, r.Rules) {
-			return nil
-		}
-		cur.Rules = r.Rules
-		_, err = b.c.RbacV1().Roles(r.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("creating Role %s/%s: %w", r.Namespace, r.Name, err)
-	}
-	return nil
-}
-
-func (b *Backend) applyClusterRole(ctx context.Context, r *rbacv1.ClusterRole) error {
-	_, err := b.c.RbacV1().ClusterRoles().Create(ctx, r, metav1.CreateOptions{})
-	if apierrors.IsAlreadyExists(err) {
-		cur, gerr := b.c.RbacV1().ClusterRoles().Get(ctx, r.Name, metav1.GetOptions{})
-		if gerr != nil {
-			return fmt.Errorf("reading ClusterRole %s: %w", r.Name, gerr)
-		}
-		if equality.Semantic.DeepEqual(cur.Rules, r.Rules) {
-			return nil
-		}
-		cur.Rules = r.Rules
-		_, err = b.c.RbacV1().ClusterRoles().Update(ctx, cur, metav1.UpdateOptions{})
-	}
-	if err != nil {
-		return fmt.Errorf("creating ClusterRole %s: %w", r.Name, err)
-	}
-	return nil
-}
-
-func toRBAC(rules []api.PolicyRule) []rbacv1.PolicyRule {
-	out := make([]rbacv1.PolicyRule, 0, len(rules))
+func toRBAC(rules []api.PolicyRule) []*rbacv1ac.PolicyRuleApplyConfiguration {
+	out := make([]*rbacv1ac.PolicyRuleApplyConfiguration, 0, len(rules))
 	for _, r := range rules {
-		out = append(out, rbacv1.PolicyRule{Verbs: r.Verbs, APIGroups: r.APIGroups, Resources: r.Resources,
-			ResourceNames: r.ResourceNames, NonResourceURLs: r.NonResourceURLs})
+		out = append(out, rbacv1ac.PolicyRule().WithVerbs(r.Verbs...).WithAPIGroups(r.APIGroups...).WithResources(r.Resources...).
+			WithResourceNames(r.ResourceNames...).WithNonResourceURLs(r.NonResourceURLs...))
 	}
 	return out
 }
