@@ -145,8 +145,12 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // idempotent by sequence number, so a client resends from what the broker
 // last acknowledged.
 type TranscriptChunk struct {
-	FirstSeq int64    `json:"firstSeq"`
-	Lines    []string `json:"lines"`
+	// Transcript names one transcript of the session: a run (one session)
+	// may wrap several commands, each with its own sealed transcript. ""
+	// is the session's first (and, for older clients, only) transcript.
+	Transcript string   `json:"transcript,omitempty"`
+	FirstSeq   int64    `json:"firstSeq"`
+	Lines      []string `json:"lines"`
 }
 
 // TranscriptAck answers a chunk upload.

@@ -8,9 +8,6 @@ import (
 // addCommands wires the commands that take the shared options. One line per
 // command, so that adding a command touches only its own file and this list.
 func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions.IOStreams) {
-	_ = g
-	_ = streams
-	_ = root
 	root.AddCommand(NewCredentialCommand(g, streams))
 	root.AddCommand(NewExecCommand(g, streams))
 	root.AddCommand(NewKubeconfigCommand(g, streams))
@@ -18,5 +15,5 @@ func addCommands(root *cobra.Command, g *GlobalOptions, streams genericiooptions
 	root.AddCommand(NewLogoutCommand(g, streams))
 	root.AddCommand(NewCheckCommand(g, streams))
 	root.AddCommand(NewApprovalsCommand(g, streams))
-	root.AddCommand(NewTranscriptCommand(g, streams))
+	root.AddCommand(NewTranscriptCommandWith(g, streams, brokerTranscriptDeps()))
 }

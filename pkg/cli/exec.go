@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -21,8 +20,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/policy"
 	"github.com/kubectl-agent/kubectl-agent/pkg/proxy"
+	"github.com/kubectl-agent/kubectl-agent/pkg/session"
 	"github.com/kubectl-agent/kubectl-agent/pkg/transcript"
 	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
 )
@@ -40,10 +41,14 @@ type Upstream struct {
 	// Key and KeyBinding sign the transcript; a nil Key gets a fresh one.
 	Key        ed25519.PrivateKey
 	KeyBinding string
-	Session    map[string]any // facts for the policy's CEL `session`
-	// Uploader streams the transcript to the broker (nil locally).
-	Uploader transcript.Uploader
-	// Done is called when the run ends (to end a broker session); may be nil.
+	Session    map[string]any    // facts for the policy's CEL `session`
+	Identity   map[string]string // the run's verified identity, for the transcript
+	Grant      api.Grant
+	// Client makes the session's broker calls (transcript uploads,
+	// approvals); nil in local mode.
+	Client    *session.Client
+	BrokerURL string
+	// Done is called when the run ends; may be nil.
 	Done func(ctx context.Context, exitCode int)
 }
 
@@ -120,9 +125,7 @@ func (o *ExecOptions) Complete(cmd *cobra.Command, args []string) error {
 	}
 	if o.UpstreamFor == nil {
 		if o.g.Broker != "" {
-			o.UpstreamFor = func(context.Context) (*Upstream, error) {
-				return nil, errors.New("broker mode is not available in this build of exec yet; run without --broker (local mode)")
-			}
+			o.UpstreamFor = o.brokerUpstream
 		} else {
 			o.UpstreamFor = o.localUpstream
 		}
@@ -134,9 +137,6 @@ func (o *ExecOptions) Complete(cmd *cobra.Command, args []string) error {
 func (o *ExecOptions) Validate() error {
 	if len(o.Command) == 0 {
 		return UsageError("no command given: kubectl agent exec [flags] -- COMMAND [ARGS...]")
-	}
-	if o.RequireRecording && o.TranscriptFile == "" && o.g.Broker == "" {
-		return UsageError("--require-recording needs somewhere to record: add --transcript FILE")
 	}
 	return nil
 }
@@ -188,27 +188,9 @@ func (o *ExecOptions) Run(ctx context.Context) error {
 	}
 	pol := policy.Combine(up.BasePolicy, o.localPolicy)
 
-	var rec *transcript.Recorder
-	if o.TranscriptFile != "" {
-		key := up.Key
-		if key == nil {
-			if _, key, err = ed25519.GenerateKey(rand.Reader); err != nil {
-				return refused("generating a transcript key: %v", err)
-			}
-		}
-		rec, err = transcript.NewRecorder(transcript.RecorderOptions{
-			SessionID: up.SessionID, Key: key, KeyBinding: up.KeyBinding, SpoolPath: o.TranscriptFile,
-			Uploader: up.Uploader, RequireRecording: o.RequireRecording,
-			Start: transcript.StartEvent{Cluster: up.Cluster, Mode: up.Mode, PolicyDigest: pol.Digest()},
-		})
-		if err != nil {
-			return refused("cannot record the run: %v", err)
-		}
-		dir, _ := os.Getwd()
-		if err := rec.Append(ctx, transcript.Event{Type: transcript.TypeCommand, Command: &transcript.CommandEvent{Argv: o.Command, Dir: dir}}); err != nil {
-			_, _ = rec.Close(context.WithoutCancel(ctx), transcript.EndEvent{ExitCode: ExitRefused})
-			return refused("cannot record the run: %v", err)
-		}
+	rec, spool, err := o.startRecorder(ctx, up, pol)
+	if err != nil {
+		return refused("cannot record the run: %v", err)
 	}
 
 	var (
@@ -233,8 +215,10 @@ func (o *ExecOptions) Run(ctx context.Context) error {
 			u.Annotate("error", "kubectl-agent denied a request", fmt.Sprintf("%s by rule %q: %s", what, out.Decision.Rule, out.Decision.Message))
 		},
 	}
-	if rec != nil {
-		opts.Sink, opts.Tap = rec, rec.StreamTap()
+	opts.Sink, opts.Tap = rec, rec.StreamTap()
+	opts.Approver, err = o.approver(up, pol, rec)
+	if err != nil {
+		return refused("%v", err)
 	}
 	px, err := proxy.New(opts)
 	if err != nil {
@@ -274,15 +258,8 @@ func (o *ExecOptions) Run(ctx context.Context) error {
 	}
 	o.stepSummary(u, c, denials, code)
 	stop()
-	if rec != nil {
-		counts := map[string]int64{"allowed": c.Allowed, "denied": c.Denied, "masked": c.Masked, "errors": c.Errors}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), transcript.DefaultCloseTimeout)
-		_, cerr := rec.Close(cctx, transcript.EndEvent{ExitCode: code, Counts: counts})
-		cancel()
-		if cerr != nil {
-			u.Warn("transcript: %v", cerr)
-		}
-	}
+	o.finishRecording(ctx, u, up, rec, spool, transcript.EndEvent{ExitCode: code, Counts: map[string]int64{
+		"allowed": c.Allowed, "denied": c.Denied, "masked": c.Masked, "errors": c.Errors}})
 	if up.Done != nil {
 		up.Done(context.WithoutCancel(ctx), code)
 	}

@@ -46,7 +46,7 @@ type TranscriptClient interface {
 type TranscriptDeps struct {
 	// NewUploader returns an Uploader for a session's transcript
 	// (POST /v1/sessions/{id}/transcript, DPoP-authenticated).
-	NewUploader func(ctx context.Context, g *GlobalOptions, sessionID string) (transcript.Uploader, error)
+	NewUploader func(ctx context.Context, g *GlobalOptions, start transcript.StartEvent) (transcript.Uploader, error)
 	// NewClient returns a client for listing and fetching transcripts.
 	NewClient func(ctx context.Context, g *GlobalOptions) (TranscriptClient, error)
 }
@@ -655,7 +655,7 @@ func (o *TranscriptPushOptions) push(ctx context.Context, path string) (int, boo
 	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil || first.Start == nil {
 		return 0, false, errors.New("the first line is not a start event")
 	}
-	up, err := o.deps.NewUploader(ctx, o.g, first.Start.SessionID)
+	up, err := o.deps.NewUploader(ctx, o.g, *first.Start)
 	if err != nil {
 		return 0, false, err
 	}

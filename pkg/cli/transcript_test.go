@@ -277,7 +277,8 @@ func TestTranscriptPush(t *testing.T) {
 	var out, errOut bytes.Buffer
 	streams := genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
 	cmd := NewTranscriptCommandWith(&GlobalOptions{}, streams, TranscriptDeps{
-		NewUploader: func(_ context.Context, _ *GlobalOptions, id string) (transcript.Uploader, error) {
+		NewUploader: func(_ context.Context, _ *GlobalOptions, start transcript.StartEvent) (transcript.Uploader, error) {
+			id := start.SessionID
 			if id != "sess-cli" {
 				t.Errorf("uploader for %q", id)
 			}
@@ -297,7 +298,17 @@ func TestTranscriptPush(t *testing.T) {
 		t.Fatal("--remove kept the pushed transcript")
 	}
 	// Unwired: a clear failure.
-	if _, errOut, code := runCLI(t, "transcript", "push", rec.path); code != 1 || !strings.Contains(errOut, "needs a broker client") {
-		t.Fatalf("unwired push: %d %q", code, errOut)
+	other := recordTranscript(t, true)
+	var uo, ue bytes.Buffer
+	unwired := NewTranscriptCommand(&GlobalOptions{}, genericiooptions.IOStreams{In: strings.NewReader(""), Out: &uo, ErrOut: &ue})
+	unwired.SetArgs([]string{"push", other.path})
+	unwired.SilenceErrors, unwired.SilenceUsage = true, true
+	if err := unwired.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "needs a broker client") {
+		t.Fatalf("unwired push: %v", err)
+	}
+	// Wired to the session cache: a session that is not cached is named.
+	t.Setenv("KUBECACHEDIR", t.TempDir())
+	if _, errOut, code := runCLI(t, "transcript", "push", other.path); code != 1 || !strings.Contains(errOut, "not in the session cache") {
+		t.Fatalf("push without the session: %d %q", code, errOut)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -307,4 +308,28 @@ func hashKey(v any) string {
 	b, _ := json.Marshal(v)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// FindSession returns the cached entry of the session with this id, or nil.
+// `transcript push` uses it to upload a spooled transcript with the session
+// that recorded it.
+func (c *Cache) FindSession(id string) (*Entry, error) {
+	names, err := filepath.Glob(filepath.Join(c.Dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		key := strings.TrimSuffix(filepath.Base(n), ".json")
+		if strings.HasPrefix(key, "idx-") || strings.HasPrefix(key, "key-") || !keyRE.MatchString(key) {
+			continue
+		}
+		e, err := c.Load(key)
+		if err != nil {
+			return nil, err
+		}
+		if e != nil && e.Session.ID == id {
+			return e, nil
+		}
+	}
+	return nil, nil
 }

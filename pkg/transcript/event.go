@@ -43,7 +43,10 @@ type Event struct {
 
 // StartEvent opens a transcript.
 type StartEvent struct {
-	SessionID    string            `json:"sessionID"`
+	SessionID string `json:"sessionID"`
+	// TranscriptID tells this transcript from the session's others (a run
+	// may wrap several commands); uploads carry it as the chunk's Transcript.
+	TranscriptID string            `json:"transcriptID,omitempty"`
 	Cluster      string            `json:"cluster"`
 	Mode         string            `json:"mode"` // "broker" or "local"
 	Identity     map[string]string `json:"identity,omitempty"`
