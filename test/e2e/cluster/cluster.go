@@ -42,6 +42,7 @@ type Cluster struct {
 	AdminKubeconfig string // path of a kubeconfig using AdminToken
 	Dir             string // scratch folder of this control plane
 	Version         string // the apiserver's gitVersion
+	AuditLog        string // the apiserver's audit log (JSON lines, level Metadata)
 
 	// PortForwardTarget is a loopback HTTP server that port-forwards to any
 	// kwok Pod reach; it answers every request with "hello from kwok".
@@ -62,8 +63,9 @@ type Options struct {
 	// BinDir holds etcd, kube-apiserver, kubectl and kwok. Default:
 	// $KUBECTL_AGENT_TEST_BIN, else <repo>/.cache/bin (built when missing).
 	BinDir string
-	// Log receives the control plane's output; nil discards it (it is kept in Dir).
-	Verbose bool
+	// APIServerArgs are added to kube-apiserver's flags (an authentication
+	// webhook, say).
+	APIServerArgs []string
 }
 
 // Start builds (if needed) and starts etcd, kube-apiserver and kwok. The caller
@@ -86,7 +88,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if err := c.startEtcd(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.startAPIServer(ctx); err != nil {
+	if err := c.startAPIServer(ctx, opts.APIServerArgs); err != nil {
 		return nil, err
 	}
 	if err := c.startKwok(ctx); err != nil {
@@ -208,7 +210,7 @@ func randomToken() string {
 	return hex.EncodeToString(b)
 }
 
-func (c *Cluster) startAPIServer(ctx context.Context) error {
+func (c *Cluster) startAPIServer(ctx context.Context, extra []string) error {
 	caPEM, err := writeServingCert(c.Dir, "apiserver")
 	if err != nil {
 		return err
@@ -230,24 +232,33 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 	if err := os.WriteFile(tokenFile, []byte(tokens.String()), 0o600); err != nil {
 		return err
 	}
+	// The audit log: what the apiserver itself saw, to join with transcripts
+	// by Audit-ID.
+	auditPolicy := filepath.Join(c.Dir, "audit-policy.yaml")
+	if err := os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"), 0o600); err != nil {
+		return err
+	}
+	c.AuditLog = filepath.Join(c.Dir, "audit.log")
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
 	c.Server = fmt.Sprintf("https://127.0.0.1:%d", port)
-	if err := c.start(ctx, "kube-apiserver",
-		"--etcd-servers="+c.etcdURL,
+	args := []string{
+		"--etcd-servers=" + c.etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
-		"--cert-dir="+filepath.Join(c.Dir, "certs"),
-		"--tls-cert-file="+filepath.Join(c.Dir, "apiserver.crt"), "--tls-private-key-file="+filepath.Join(c.Dir, "apiserver.key"),
-		"--authorization-mode=RBAC", "--token-auth-file="+tokenFile,
+		"--cert-dir=" + filepath.Join(c.Dir, "certs"),
+		"--tls-cert-file=" + filepath.Join(c.Dir, "apiserver.crt"), "--tls-private-key-file=" + filepath.Join(c.Dir, "apiserver.key"),
+		"--authorization-mode=RBAC", "--token-auth-file=" + tokenFile,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+saPub, "--service-account-signing-key-file="+saKey,
+		"--service-account-key-file=" + saPub, "--service-account-signing-key-file=" + saKey,
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
 		"--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
 		"--kubelet-preferred-address-types=InternalIP",
 		"--enable-priority-and-fairness=false", "--v=1",
-	); err != nil {
+		"--audit-policy-file=" + auditPolicy, "--audit-log-path=" + c.AuditLog, "--audit-log-mode=blocking", "--audit-log-format=json",
+	}
+	if err := c.start(ctx, "kube-apiserver", append(args, extra...)...); err != nil {
 		return err
 	}
 	c.AdminKubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")

@@ -24,6 +24,16 @@ func TestServerVersionAndRBAC(t *testing.T) {
 		t.Fatalf("kubectl version: code %d\n%s\n%s", code, out, errOut)
 	}
 	t.Logf("kubectl version: %s", strings.Join(strings.Fields(out), " "))
+	// The audit log records the Audit-ID a client sends, which is how a
+	// transcript joins the apiserver's own record.
+	id := "3b0d5e4e-0c2c-4c2a-9b52-5d1f2f6f9a11"
+	if _, err := c.Clientset().CoreV1().RESTClient().Get().AbsPath("/api/v1/namespaces/default").SetHeader("Audit-ID", id).DoRaw(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	audit, err := os.ReadFile(c.AuditLog)
+	if err != nil || !strings.Contains(string(audit), `"auditID":"`+id+`"`) {
+		t.Fatalf("the audit log does not hold Audit-ID %s (%v)", id, err)
+	}
 	// mallory has no RBAC: RBAC is really on.
 	_, errOut, code = c.Kubectl(t, []string{"KUBECONFIG=" + c.Kubeconfig(t, c.UserToken("mallory"))}, "get", "pods", "-n", "default")
 	if code == 0 || !strings.Contains(errOut, "Forbidden") {

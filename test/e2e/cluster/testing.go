@@ -27,10 +27,13 @@ var shared *Cluster
 
 // Main starts one control plane, runs the package's tests, and stops it, also
 // on SIGINT/SIGTERM. Use it as: func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }.
-func Main(m *testing.M) int {
+func Main(m *testing.M) int { return MainWith(m, Options{}) }
+
+// MainWith is Main with options (extra apiserver flags, say).
+func MainWith(m *testing.M, opts Options) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	start := time.Now()
-	c, err := Start(ctx, Options{})
+	c, err := Start(ctx, opts)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cluster: cannot start the local control plane: %v\n", err)
