@@ -25,13 +25,13 @@
 package mask
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Placeholder replaces masked values. Secret data and ConfigMap binaryData get
@@ -59,11 +59,33 @@ type Masker struct {
 	// MaxPaths caps how many masked paths a Result keeps (0: 1000), so that a
 	// list of many Secrets does not make the report as large as the list.
 	MaxPaths int
+
+	// kinds caches keysFor for the kinds rules name, and wildcard for every
+	// other kind, so that looking up an item's kind costs no allocation.
+	kinds    map[string]kindKeys
+	wildcard kindKeys
+
+	// Scratch space reused across calls (a list is masked item by item).
+	walkers, readers, writers sync.Pool
+}
+
+type kindKeys struct {
+	masked, all bool
+	keys        []*regexp.Regexp
 }
 
 // New returns a Masker for rules. Secrets are masked even with no rules.
 func New(rules []Rule) *Masker {
-	return &Masker{rules: rules}
+	m := &Masker{rules: rules, kinds: map[string]kindKeys{}}
+	m.wildcard = m.computeKeys("*")
+	for _, r := range rules {
+		for _, k := range r.Kinds {
+			if k != "*" {
+				m.kinds[k] = m.computeKeys(k)
+			}
+		}
+	}
+	return m
 }
 
 // Result reports what was masked.
@@ -107,6 +129,24 @@ func (m *Masker) keysFor(kind string) (masked bool, all bool, keys []*regexp.Reg
 	if kind == "Secret" {
 		return true, true, nil
 	}
+	if m.kinds != nil {
+		k, ok := m.kinds[kind]
+		if !ok {
+			k = m.wildcard
+		}
+		return k.masked, k.all, k.keys
+	}
+	k := m.computeKeys(kind)
+	return k.masked, k.all, k.keys
+}
+
+// computeKeys collects what the rules say about kind ("*": what the wildcard
+// rules say about any kind no rule names).
+func (m *Masker) computeKeys(kind string) (k kindKeys) {
+	if kind == "Secret" {
+		return kindKeys{masked: true, all: true}
+	}
+	masked, all, keys := false, false, []*regexp.Regexp(nil)
 	for _, r := range m.rules {
 		if !slices.ContainsFunc(r.Kinds, func(k string) bool { return k == kind || k == "*" }) {
 			continue
@@ -117,7 +157,7 @@ func (m *Masker) keysFor(kind string) (masked bool, all bool, keys []*regexp.Reg
 		}
 		keys = append(keys, r.Keys...)
 	}
-	return masked, all, keys
+	return kindKeys{masked: masked, all: all, keys: keys}
 }
 
 // Masks reports whether objects of kind have anything masked (besides the
@@ -382,20 +422,6 @@ func (m *Masker) row(row map[string]any, rowKind, prefix string, paths *[]string
 		}
 		*paths = append(*paths, index(join(prefix, "cells"), i))
 	}
-}
-
-// Bytes masks one JSON document (any shape this package knows) held in
-// memory. It returns the masked bytes (b itself when nothing was masked).
-func (m *Masker) Bytes(b []byte, kindHint string) ([]byte, Result, error) {
-	var buf bytes.Buffer
-	res, err := m.Stream(&buf, bytes.NewReader(b), kindHint)
-	if err != nil {
-		return nil, res, err
-	}
-	if res.Objects == 0 {
-		return b, res, nil
-	}
-	return buf.Bytes(), res, nil
 }
 
 // KindForResource returns the kind named by a rule whose plural is resource
