@@ -90,8 +90,6 @@ func (w *walker) replaceArena(s, e, r0 int) {
 	w.edits = append(w.edits, edit{s: s, e: e, seq: len(w.edits), r0: r0, r1: len(w.arena)})
 }
 
-
-
 // members lists the members of the object at b[i]. The caller gives the
 // slice back with release(mark) when done.
 func (w *walker) members(i int) (ms []member, mark int, err error) {

@@ -82,15 +82,32 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) {
 	defer resp.Body.Close()
 
 	ct := resp.Header.Get("Content-Type")
-	mt, params, _ := mime.ParseMediaType(ct)
+	mt, params, cterr := mime.ParseMediaType(ct)
 	hasBody := r.Method != http.MethodHead && resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
-	if parse && hasBody && mt != "application/json" && !(ct == "" && resp.ContentLength == 0) {
-		p.errs.Add(1)
-		msg := fmt.Sprintf("kubectl-agent proxy: the cluster answered with content type %q, which the proxy cannot mask; refused", ct)
-		p.finish(ctx, rq, http.StatusBadGateway, "BadGateway", msg)
-		writeStatus(w, http.StatusBadGateway, "BadGateway", msg, nil)
-		p.notify(r, rq, http.StatusBadGateway)
+	if parse && hasBody && (cterr != nil || mt != "application/json") && !(ct == "" && resp.ContentLength == 0) {
+		p.badGateway(w, r, rq, fmt.Sprintf("kubectl-agent proxy: the cluster answered with content type %q, which the proxy cannot mask; refused", ct))
 		return
+	}
+	// Go's transport undoes the gzip it asked for and then drops the header;
+	// an encoding still named here is one the proxy cannot read.
+	if ce := resp.Header.Get("Content-Encoding"); parse && hasBody && ce != "" && !strings.EqualFold(ce, "identity") {
+		p.badGateway(w, r, rq, fmt.Sprintf("kubectl-agent proxy: the cluster answered with content encoding %q, which the proxy cannot mask; refused", ce))
+		return
+	}
+	// A watch that failed answers with one Status object, not a stream of
+	// events.
+	watch := (a.Verb == "watch" || params["stream"] == "watch") && resp.StatusCode < 300
+	if watch && hasBody {
+		// A watch can run for the whole job: record that it started now,
+		// not only when it ends.
+		started := rq.ev
+		started.Stage = "ResponseStarted"
+		started.StageTimestamp = time.Now()
+		started.ResponseStatus = &transcript.ResponseStatus{Code: resp.StatusCode, Status: statusWord(resp.StatusCode)}
+		if started.RequestObject == nil {
+			started.RequestObject = p.recordRequestBody(rq, &started)
+		}
+		p.record(ctx, &started)
 	}
 
 	for k, vs := range resp.Header {
@@ -112,7 +129,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) {
 	case !hasBody:
 	case !parse:
 		err = flushCopy(dst, resp.Body, rc)
-	case a.Verb == "watch" || params["stream"] == "watch":
+	case watch:
 		res, err = p.masker.Watch(dst, resp.Body, kindForResource(p.masker, a.Resource), func() { _ = rc.Flush() })
 	default:
 		res, err = p.masker.Stream(dst, resp.Body, kindForResource(p.masker, a.Resource))
@@ -120,11 +137,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) {
 	p.masked.Add(int64(res.Objects))
 	rq.ev.MaskedPaths = res.Paths
 	rq.ev.ResponseObject, rq.ev.Truncated, rq.ev.BodyBytes, rq.ev.Digest = rec.result()
-	status := "Success"
-	if resp.StatusCode >= 400 {
-		status = "Failure"
-	}
-	rq.ev.ResponseStatus = &transcript.ResponseStatus{Code: resp.StatusCode, Status: status}
+	rq.ev.ResponseStatus = &transcript.ResponseStatus{Code: resp.StatusCode, Status: statusWord(resp.StatusCode)}
 	if err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		// Half a response is out; cutting the connection makes the client
 		// see a failure instead of a short but valid-looking answer.
@@ -143,6 +156,21 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) {
 	}
 	p.record(ctx, &rq.ev)
 	p.notify(r, rq, resp.StatusCode)
+}
+
+func statusWord(code int) string {
+	if code >= 400 {
+		return "Failure"
+	}
+	return "Success"
+}
+
+// badGateway refuses to pass on an upstream answer, before any of it is sent.
+func (p *Proxy) badGateway(w http.ResponseWriter, r *http.Request, rq *request, msg string) {
+	p.errs.Add(1)
+	p.finish(r.Context(), rq, http.StatusBadGateway, "BadGateway", msg)
+	writeStatus(w, http.StatusBadGateway, "BadGateway", msg, nil)
+	p.notify(r, rq, http.StatusBadGateway)
 }
 
 // flushCopy copies src to dst, flushing after every read so that `logs -f`
