@@ -218,11 +218,6 @@ func (s *sqlStore) CreateOrGetSession(ctx context.Context, in Session) (Session,
 			return err
 		}
 		created = n == 1
-		if created {
-			if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO transcripts (session_id) VALUES (?)`), in.ID); err != nil {
-				return err
-			}
-		}
 		out, err = scanSession(tx.QueryRowContext(ctx, s.q(`SELECT `+sessionColumns+` FROM sessions
 			WHERE run_issuer = ? AND run_repository = ? AND run_id = ? AND run_attempt = ? AND ended_at IS NULL`),
 			r.Issuer, r.Repository, r.RunID, r.RunAttempt))
@@ -236,6 +231,51 @@ func (s *sqlStore) CreateOrGetSession(ctx context.Context, in Session) (Session,
 		return Session{}, false, s.wrap(what, err)
 	}
 	return out, created, nil
+}
+
+// sessionWhere turns a session filter into WHERE terms over the sessions
+// table (its columns prefixed with p, e.g. "s.").
+func sessionWhere(f SessionFilter, p string) ([]string, []any, error) {
+	var (
+		where []string
+		args  []any
+	)
+	eq := func(col, v string) {
+		if v != "" {
+			where = append(where, p+col+" = ?")
+			args = append(args, v)
+		}
+	}
+	eq("run_issuer", f.Issuer)
+	eq("run_repository", f.Repository)
+	eq("run_id", f.RunID)
+	eq("cluster", f.Cluster)
+	if !f.Since.IsZero() {
+		where = append(where, p+"created_at >= ?")
+		args = append(args, ns(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, p+"created_at < ?")
+		args = append(args, ns(f.Until))
+	}
+	switch f.State {
+	case SessionAny:
+	case SessionEnded:
+		where = append(where, p+"ended_at IS NOT NULL")
+	case SessionLive, SessionExpired:
+		if f.Now.IsZero() {
+			return nil, nil, fmt.Errorf("%w: state %q needs the time to judge it at", ErrInvalid, f.State)
+		}
+		if f.State == SessionLive {
+			where = append(where, p+"ended_at IS NULL AND "+p+"expires_at > ?")
+		} else {
+			where = append(where, p+"ended_at IS NULL AND "+p+"expires_at <= ?")
+		}
+		args = append(args, ns(f.Now))
+	default:
+		return nil, nil, fmt.Errorf("%w: unknown state %q (use live, ended or expired)", ErrInvalid, f.State)
+	}
+	return where, args, nil
 }
 
 // errRetry asks tx to run the transaction again.
@@ -267,44 +307,9 @@ func (s *sqlStore) EndSession(ctx context.Context, id string, at time.Time) (Ses
 
 func (s *sqlStore) ListSessions(ctx context.Context, f SessionFilter) ([]Session, error) {
 	const what = "listing sessions"
-	var (
-		where []string
-		args  []any
-	)
-	eq := func(col, v string) {
-		if v != "" {
-			where = append(where, col+" = ?")
-			args = append(args, v)
-		}
-	}
-	eq("run_issuer", f.Issuer)
-	eq("run_repository", f.Repository)
-	eq("run_id", f.RunID)
-	eq("cluster", f.Cluster)
-	if !f.Since.IsZero() {
-		where = append(where, "created_at >= ?")
-		args = append(args, ns(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "created_at < ?")
-		args = append(args, ns(f.Until))
-	}
-	switch f.State {
-	case SessionAny:
-	case SessionEnded:
-		where = append(where, "ended_at IS NOT NULL")
-	case SessionLive, SessionExpired:
-		if f.Now.IsZero() {
-			return nil, fmt.Errorf("%s: %w: state %q needs the time to judge it at", what, ErrInvalid, f.State)
-		}
-		if f.State == SessionLive {
-			where = append(where, "ended_at IS NULL AND expires_at > ?")
-		} else {
-			where = append(where, "ended_at IS NULL AND expires_at <= ?")
-		}
-		args = append(args, ns(f.Now))
-	default:
-		return nil, fmt.Errorf("%s: %w: unknown state %q (use live, ended or expired)", what, ErrInvalid, f.State)
+	where, args, err := sessionWhere(f, "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	limit := f.Limit
 	if limit <= 0 {
@@ -459,18 +464,39 @@ func (s *sqlStore) ListCredentials(ctx context.Context, sessionID string) ([]Cre
 
 // ---- transcripts ----
 
-func (s *sqlStore) lockTranscript(ctx context.Context, tx *sql.Tx, sessionID string) (TranscriptState, error) {
-	var st TranscriptState
-	err := tx.QueryRowContext(ctx, s.q(`SELECT next_seq, last_digest, sealed FROM transcripts WHERE session_id = ? {lock}`), sessionID).
+// transcriptRow makes the transcript's row if it is new (the session must
+// exist) and locks it; created reports whether it was made.
+func (s *sqlStore) transcriptRow(ctx context.Context, tx *sql.Tx, sessionID, transcriptID string) (st TranscriptState, created bool, err error) {
+	if err := s.sessionExists(ctx, tx, sessionID); err != nil {
+		return st, false, err
+	}
+	now := ns(time.Now())
+	res, err := tx.ExecContext(ctx, s.q(`INSERT INTO transcripts (session_id, transcript_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (session_id, transcript_id) DO NOTHING`), sessionID, transcriptID, now, now)
+	if err != nil {
+		return st, false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return st, false, err
+	}
+	if created = n == 1; created {
+		// An unsealed transcript more: the session is no longer all sealed,
+		// and if it already ended it ended with this one unsealed.
+		if _, err := tx.ExecContext(ctx, s.q(`UPDATE sessions SET sealed = FALSE, unsealed_end = (ended_at IS NOT NULL) WHERE id = ?`), sessionID); err != nil {
+			return st, false, err
+		}
+	}
+	err = tx.QueryRowContext(ctx, s.q(`SELECT next_seq, last_digest, sealed FROM transcripts WHERE session_id = ? AND transcript_id = ? {lock}`), sessionID, transcriptID).
 		Scan(&st.NextSeq, &st.LastDigest, &st.Sealed)
-	return st, err
+	return st, created, err
 }
 
 // insertBatch is how many lines go into one INSERT statement.
 const insertBatch = 100
 
-func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, firstSeq int64, lines []string) (TranscriptState, error) {
-	what := fmt.Sprintf("appending transcript lines %d.. of session %q", firstSeq, sessionID)
+func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID, transcriptID string, firstSeq int64, lines []string) (TranscriptState, error) {
+	what := fmt.Sprintf("appending lines %d.. of transcript %q of session %q", firstSeq, transcriptID, sessionID)
 	if firstSeq < 0 {
 		return TranscriptState{}, fmt.Errorf("%s: %w: negative seq", what, ErrInvalid)
 	}
@@ -480,7 +506,7 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 	var st TranscriptState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		st, err = s.lockTranscript(ctx, tx, sessionID)
+		st, _, err = s.transcriptRow(ctx, tx, sessionID, transcriptID)
 		if err != nil {
 			return err
 		}
@@ -490,8 +516,8 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 		end := firstSeq + int64(len(lines))
 		// Lines already stored must be resent byte for byte.
 		if overlap := min(end, st.NextSeq); overlap > firstSeq {
-			rows, err := tx.QueryContext(ctx, s.q(`SELECT seq, line FROM transcript_lines WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq`),
-				sessionID, firstSeq, overlap)
+			rows, err := tx.QueryContext(ctx, s.q(`SELECT seq, line FROM transcript_lines WHERE session_id = ? AND transcript_id = ? AND seq >= ? AND seq < ? ORDER BY seq`),
+				sessionID, transcriptID, firstSeq, overlap)
 			if err != nil {
 				return err
 			}
@@ -518,7 +544,7 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 				return err
 			}
 			if n != overlap-firstSeq {
-				return fmt.Errorf("transcript of session %q is missing stored lines (%d of %d)", sessionID, n, overlap-firstSeq)
+				return fmt.Errorf("transcript %q of session %q is missing stored lines (%d of %d)", transcriptID, sessionID, n, overlap-firstSeq)
 			}
 		}
 		if end <= st.NextSeq {
@@ -533,14 +559,14 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 			batch := newLines[:min(insertBatch, len(newLines))]
 			newLines = newLines[len(batch):]
 			var b strings.Builder
-			b.WriteString(`INSERT INTO transcript_lines (session_id, seq, line, digest) VALUES `)
-			args := make([]any, 0, 4*len(batch))
+			b.WriteString(`INSERT INTO transcript_lines (session_id, transcript_id, seq, line, digest) VALUES `)
+			args := make([]any, 0, 5*len(batch))
 			for i, line := range batch {
 				if i > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString("(?, ?, ?, ?)")
-				args = append(args, sessionID, seq, line, LineDigest(line))
+				b.WriteString("(?, ?, ?, ?, ?)")
+				args = append(args, sessionID, transcriptID, seq, line, LineDigest(line))
 				seq++
 			}
 			if _, err := tx.ExecContext(ctx, s.q(b.String()), args...); err != nil {
@@ -549,7 +575,8 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 		}
 		st.NextSeq = end
 		st.LastDigest = LineDigest(lines[len(lines)-1])
-		_, err = tx.ExecContext(ctx, s.q(`UPDATE transcripts SET next_seq = ?, last_digest = ? WHERE session_id = ?`), st.NextSeq, st.LastDigest, sessionID)
+		_, err = tx.ExecContext(ctx, s.q(`UPDATE transcripts SET next_seq = ?, last_digest = ?, updated_at = ? WHERE session_id = ? AND transcript_id = ?`),
+			st.NextSeq, st.LastDigest, ns(time.Now()), sessionID, transcriptID)
 		return err
 	})
 	if err != nil {
@@ -558,18 +585,28 @@ func (s *sqlStore) AppendTranscript(ctx context.Context, sessionID string, first
 	return st, nil
 }
 
-func (s *sqlStore) TranscriptState(ctx context.Context, sessionID string) (TranscriptState, error) {
+func (s *sqlStore) TranscriptState(ctx context.Context, sessionID, transcriptID string) (TranscriptState, error) {
 	var st TranscriptState
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT next_seq, last_digest, sealed FROM transcripts WHERE session_id = ?`), sessionID).
-		Scan(&st.NextSeq, &st.LastDigest, &st.Sealed)
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if err := s.sessionExists(ctx, tx, sessionID); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx, s.q(`SELECT next_seq, last_digest, sealed FROM transcripts WHERE session_id = ? AND transcript_id = ?`), sessionID, transcriptID).
+			Scan(&st.NextSeq, &st.LastDigest, &st.Sealed)
+		if errors.Is(err, sql.ErrNoRows) {
+			st = TranscriptState{} // not begun yet
+			return nil
+		}
+		return err
+	})
 	if err != nil {
-		return TranscriptState{}, s.wrap(fmt.Sprintf("reading the transcript state of session %q", sessionID), err)
+		return TranscriptState{}, s.wrap(fmt.Sprintf("reading the state of transcript %q of session %q", transcriptID, sessionID), err)
 	}
 	return st, nil
 }
 
-func (s *sqlStore) ReadTranscript(ctx context.Context, sessionID string, from, to int64) ([]string, error) {
-	what := fmt.Sprintf("reading the transcript of session %q", sessionID)
+func (s *sqlStore) ReadTranscript(ctx context.Context, sessionID, transcriptID string, from, to int64) ([]string, error) {
+	what := fmt.Sprintf("reading transcript %q of session %q", transcriptID, sessionID)
 	if from < 0 {
 		return nil, fmt.Errorf("%s: %w: negative seq", what, ErrInvalid)
 	}
@@ -579,10 +616,14 @@ func (s *sqlStore) ReadTranscript(ctx context.Context, sessionID string, from, t
 	var out []string
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
-		if _, err := s.lockTranscriptShared(ctx, tx, sessionID); err != nil {
+		// The row read first makes an unknown transcript ErrNotFound, and
+		// (one transaction) the lines consistent with it.
+		var next int64
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT next_seq FROM transcripts WHERE session_id = ? AND transcript_id = ?`), sessionID, transcriptID).Scan(&next); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, s.q(`SELECT line FROM transcript_lines WHERE session_id = ? AND seq >= ? AND seq < ? ORDER BY seq`), sessionID, from, to)
+		rows, err := tx.QueryContext(ctx, s.q(`SELECT line FROM transcript_lines WHERE session_id = ? AND transcript_id = ? AND seq >= ? AND seq < ? ORDER BY seq`),
+			sessionID, transcriptID, from, min(to, next))
 		if err != nil {
 			return err
 		}
@@ -602,35 +643,95 @@ func (s *sqlStore) ReadTranscript(ctx context.Context, sessionID string, from, t
 	return out, nil
 }
 
-// lockTranscriptShared reads the transcript's state without locking it;
-// it exists so that reading an unknown session's transcript is ErrNotFound.
-func (s *sqlStore) lockTranscriptShared(ctx context.Context, tx *sql.Tx, sessionID string) (TranscriptState, error) {
-	var st TranscriptState
-	err := tx.QueryRowContext(ctx, s.q(`SELECT next_seq, last_digest, sealed FROM transcripts WHERE session_id = ?`), sessionID).
-		Scan(&st.NextSeq, &st.LastDigest, &st.Sealed)
-	return st, err
-}
-
-func (s *sqlStore) SealTranscript(ctx context.Context, sessionID string) (TranscriptState, error) {
+func (s *sqlStore) SealTranscript(ctx context.Context, sessionID, transcriptID string, summary json.RawMessage) (TranscriptState, error) {
 	var st TranscriptState
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		var err error
-		st, err = s.lockTranscript(ctx, tx, sessionID)
+		st, _, err = s.transcriptRow(ctx, tx, sessionID, transcriptID)
 		if err != nil {
 			return err
 		}
-		st.Sealed = true
-		if _, err := tx.ExecContext(ctx, s.q(`UPDATE transcripts SET sealed = TRUE WHERE session_id = ?`), sessionID); err != nil {
+		if !st.Sealed {
+			st.Sealed = true
+			if _, err := tx.ExecContext(ctx, s.q(`UPDATE transcripts SET sealed = TRUE, summary = ? WHERE session_id = ? AND transcript_id = ?`),
+				jsonText(summary), sessionID, transcriptID); err != nil {
+				return err
+			}
+		}
+		var unsealed int
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM transcripts WHERE session_id = ? AND NOT sealed`), sessionID).Scan(&unsealed); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, s.q(`UPDATE sessions SET sealed = TRUE, unsealed_end = FALSE WHERE id = ?`), sessionID)
+		if unsealed == 0 {
+			_, err = tx.ExecContext(ctx, s.q(`UPDATE sessions SET sealed = TRUE, unsealed_end = FALSE WHERE id = ?`), sessionID)
+		}
 		return err
 	})
 	if err != nil {
-		return TranscriptState{}, s.wrap(fmt.Sprintf("sealing the transcript of session %q", sessionID), err)
+		return TranscriptState{}, s.wrap(fmt.Sprintf("sealing transcript %q of session %q", transcriptID, sessionID), err)
 	}
 	return st, nil
 }
+
+func (s *sqlStore) ListTranscripts(ctx context.Context, f TranscriptFilter) ([]TranscriptInfo, error) {
+	const what = "listing transcripts"
+	f.State = SessionAny
+	where, args, err := sessionWhere(f.SessionFilter, "s.")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if f.SessionID != "" {
+		where = append(where, "s.id = ?")
+		args = append(args, f.SessionID)
+	}
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 1000
+	}
+	cols := make([]string, 0, 17)
+	for _, c := range strings.Split(sessionColumns, ",") {
+		cols = append(cols, "s."+strings.TrimSpace(c))
+	}
+	query := `SELECT t.transcript_id, t.next_seq, t.last_digest, t.sealed, t.created_at, t.updated_at, t.summary, ` + strings.Join(cols, ", ") +
+		` FROM transcripts t JOIN sessions s ON s.id = t.session_id`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += " ORDER BY s.created_at DESC, s.id DESC, t.created_at, t.transcript_id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, s.wrap(what, err)
+	}
+	defer rows.Close()
+	var out []TranscriptInfo
+	for rows.Next() {
+		var (
+			ti               TranscriptInfo
+			created, updated int64
+			summary          string
+		)
+		sess, err := scanSession(prefixScanner{rows, []any{&ti.TranscriptID, &ti.NextSeq, &ti.LastDigest, &ti.Sealed, &created, &updated, &summary}})
+		if err != nil {
+			return nil, s.wrap(what, err)
+		}
+		ti.Session, ti.SessionID = sess, sess.ID
+		ti.CreatedAt, ti.UpdatedAt = fromNS(created), fromNS(updated)
+		if summary != "null" && summary != "" {
+			ti.Summary = json.RawMessage(summary)
+		}
+		out = append(out, ti)
+	}
+	return out, s.wrap(what, rows.Err())
+}
+
+// prefixScanner scans some columns before the ones its caller asks for.
+type prefixScanner struct {
+	r      scanner
+	before []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error { return p.r.Scan(append(p.before, dest...)...) }
 
 // ---- Merkle log ----
 

@@ -65,8 +65,8 @@ type Store interface {
 	// GetSession returns a session by id (ErrNotFound).
 	GetSession(ctx context.Context, id string) (Session, error)
 	// EndSession sets the session's end time (idempotent: the first end time
-	// stays) and returns the session. If its transcript is not sealed it is
-	// marked UnsealedEnd.
+	// stays) and returns the session. If any of its transcripts is not
+	// sealed (or it has none) it is marked UnsealedEnd.
 	EndSession(ctx context.Context, id string, at time.Time) (Session, error)
 	// ListSessions returns sessions matching f, newest first.
 	ListSessions(ctx context.Context, f SessionFilter) ([]Session, error)
@@ -89,25 +89,37 @@ type Store interface {
 	// ListCredentials returns a session's credential records, oldest first.
 	ListCredentials(ctx context.Context, sessionID string) ([]CredentialRecord, error)
 
-	// AppendTranscript stores lines as seqs firstSeq, firstSeq+1, ... of the
-	// session's transcript (seqs start at 0). Idempotent by seq: lines at
-	// seqs already stored must be byte-equal to the stored ones (ErrConflict
-	// otherwise); firstSeq beyond the next expected seq is ErrSeqGap; new
-	// lines after the transcript was sealed are ErrSealed. It returns the
-	// state after the append. The session must exist (ErrNotFound).
-	AppendTranscript(ctx context.Context, sessionID string, firstSeq int64, lines []string) (TranscriptState, error)
-	// TranscriptState returns how far a session's transcript goes (a
-	// session with no lines has NextSeq 0; ErrNotFound for no session).
-	TranscriptState(ctx context.Context, sessionID string) (TranscriptState, error)
-	// ReadTranscript returns lines [from, to) of a session's transcript
-	// (to <= 0 or beyond the end means up to the end).
-	ReadTranscript(ctx context.Context, sessionID string, from, to int64) ([]string, error)
-	// SealTranscript marks a session's transcript sealed at its current last
-	// line (idempotent). It clears the session's UnsealedEnd marker.
-	SealTranscript(ctx context.Context, sessionID string) (TranscriptState, error)
+	// A session holds several transcripts (each `kubectl agent exec` of the
+	// run records one), named by a transcript id; "" is the one transcript
+	// of sessions recorded before transcripts had ids. A transcript exists
+	// once its first line is appended.
 
-	// AppendLeaf appends a leaf hash to the Merkle log under a key (e.g. the
-	// session id) and returns its index. Indexes are dense and serialized
+	// AppendTranscript stores lines as seqs firstSeq, firstSeq+1, ... of a
+	// transcript of the session (seqs start at 0). Idempotent by seq: lines
+	// at seqs already stored must be byte-equal to the stored ones
+	// (ErrConflict otherwise); firstSeq beyond the next expected seq is
+	// ErrSeqGap; new lines after the transcript was sealed are ErrSealed.
+	// It returns the state after the append. The session must exist
+	// (ErrNotFound). Transcripts of one session are independent.
+	AppendTranscript(ctx context.Context, sessionID, transcriptID string, firstSeq int64, lines []string) (TranscriptState, error)
+	// TranscriptState returns how far a transcript goes (one with no lines
+	// yet has NextSeq 0; ErrNotFound for no session).
+	TranscriptState(ctx context.Context, sessionID, transcriptID string) (TranscriptState, error)
+	// ReadTranscript returns lines [from, to) of a transcript (to <= 0 or
+	// beyond the end means up to the end); ErrNotFound when the session or
+	// the transcript does not exist.
+	ReadTranscript(ctx context.Context, sessionID, transcriptID string, from, to int64) ([]string, error)
+	// SealTranscript marks a transcript sealed at its current last line
+	// (idempotent: the first summary stays) and keeps summary (the end
+	// event's payload, JSON; may be empty). The session is Sealed once all
+	// of its transcripts are, which clears its UnsealedEnd marker.
+	SealTranscript(ctx context.Context, sessionID, transcriptID string, summary json.RawMessage) (TranscriptState, error)
+	// ListTranscripts returns transcripts whose sessions match f, newest
+	// session first, then by transcript creation.
+	ListTranscripts(ctx context.Context, f TranscriptFilter) ([]TranscriptInfo, error)
+
+	// AppendLeaf appends a leaf hash to the Merkle log under a key (a
+	// transcript's LogKey) and returns its index. Indexes are dense and serialized
 	// across brokers. Idempotent by key: the same key and hash return the
 	// first index; the same key with another hash is ErrConflict.
 	AppendLeaf(ctx context.Context, key string, leafHash []byte) (index uint64, _ error)
@@ -186,10 +198,12 @@ type Session struct {
 	ExpiresAt     time.Time `json:"expiresAt"`
 	// EndedAt is zero while the session has not ended.
 	EndedAt time.Time `json:"endedAt,omitzero"`
-	// Sealed is set when the transcript's seal line arrived.
+	// Sealed is set when every transcript of the session (at least one)
+	// has its seal line.
 	Sealed bool `json:"sealed"`
-	// UnsealedEnd is set when the session ended while its transcript was not
-	// sealed (e.g. the runner was killed); a later seal clears it.
+	// UnsealedEnd is set when the session ended while a transcript of it was
+	// not sealed (e.g. the runner was killed) or it had none; seals of all
+	// of its transcripts clear it.
 	UnsealedEnd bool `json:"unsealedEnd,omitempty"`
 }
 
@@ -241,7 +255,39 @@ type CredentialRecord struct {
 	ExpiresAt time.Time `json:"expiresAt"`
 }
 
-// TranscriptState is how far a session's transcript goes.
+// LogKey is the Merkle log key of a sealed transcript: the session id and
+// the transcript id joined by "/", or the bare session id for transcript ""
+// (as logged before sessions held several transcripts).
+func LogKey(sessionID, transcriptID string) string {
+	if transcriptID == "" {
+		return sessionID
+	}
+	return sessionID + "/" + transcriptID
+}
+
+// TranscriptInfo describes one stored transcript, for audit queries.
+type TranscriptInfo struct {
+	SessionID    string `json:"sessionID"`
+	TranscriptID string `json:"transcriptID"`
+	TranscriptState
+	// CreatedAt and UpdatedAt are when the broker stored its first and its latest line.
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	// Summary is the end event's payload once sealed (JSON), nil before.
+	Summary json.RawMessage `json:"summary,omitempty"`
+	// Session is the session it belongs to.
+	Session Session `json:"session"`
+}
+
+// TranscriptFilter selects transcripts for audit queries: the session
+// filter (run, cluster, creation time of the session; State is ignored),
+// and optionally one session.
+type TranscriptFilter struct {
+	SessionFilter
+	SessionID string
+}
+
+// TranscriptState is how far a transcript goes.
 type TranscriptState struct {
 	// NextSeq is the seq the next line must have; every line before it is stored.
 	NextSeq int64 `json:"nextSeq"`

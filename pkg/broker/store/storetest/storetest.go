@@ -41,6 +41,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"TranscriptBigChunk", testTranscriptBig},
 		{"TranscriptConcurrentResend", func(t *testing.T, s store.Store) { concurrentTranscript(t, s, s) }},
 		{"TranscriptSeal", testTranscriptSeal},
+		{"TranscriptsOfOneSession", testTranscriptsOfOneSession},
+		{"TranscriptList", testTranscriptList},
 		{"Log", testLog},
 		{"LogConcurrentAppend", func(t *testing.T, s store.Store) { concurrentLog(t, s, s) }},
 		{"Checkpoints", testCheckpoints},
@@ -71,6 +73,7 @@ func RunPair(t *testing.T, newPair func(t *testing.T) (store.Store, store.Store)
 		{"TokenBinding", concurrentBind},
 		{"ProofJTI", concurrentJTI},
 		{"Transcript", concurrentTranscript},
+		{"TwoTranscripts", concurrentTwoTranscripts},
 		{"Log", concurrentLog},
 		{"Approval", concurrentApproval},
 	}
@@ -490,11 +493,11 @@ func lines(sess string, from, to int) []string {
 
 func testTranscript(t *testing.T, s store.Store) {
 	mustCreate(t, s, newSession("s", run(1), t0))
-	st, err := s.TranscriptState(ctx(), "s")
+	st, err := s.TranscriptState(ctx(), "s", "t1")
 	if err != nil || st.NextSeq != 0 || st.LastDigest != "" || st.Sealed {
 		t.Fatalf("empty transcript state = %+v, %v", st, err)
 	}
-	st, err = s.AppendTranscript(ctx(), "s", 0, lines("s", 0, 3))
+	st, err = s.AppendTranscript(ctx(), "s", "t1", 0, lines("s", 0, 3))
 	if err != nil || st.NextSeq != 3 || st.LastDigest != store.LineDigest(line("s", 2)) {
 		t.Fatalf("append 0..2: %+v, %v", st, err)
 	}
@@ -502,57 +505,57 @@ func testTranscript(t *testing.T, s store.Store) {
 		t.Fatalf("digest %q is not sha256:<hex>", st.LastDigest)
 	}
 	// A resend overlapping what is stored, with new lines after it.
-	st, err = s.AppendTranscript(ctx(), "s", 1, lines("s", 1, 5))
+	st, err = s.AppendTranscript(ctx(), "s", "t1", 1, lines("s", 1, 5))
 	if err != nil || st.NextSeq != 5 {
 		t.Fatalf("overlapping resend: %+v, %v", st, err)
 	}
 	// A pure resend changes nothing.
-	st, err = s.AppendTranscript(ctx(), "s", 0, lines("s", 0, 2))
+	st, err = s.AppendTranscript(ctx(), "s", "t1", 0, lines("s", 0, 2))
 	if err != nil || st.NextSeq != 5 || st.LastDigest != store.LineDigest(line("s", 4)) {
 		t.Fatalf("pure resend: %+v, %v", st, err)
 	}
 	// Different content at a stored seq is refused, and the whole chunk with it.
 	chunk := append([]string{`{"seq":4,"type":"forged"}`}, lines("s", 5, 7)...)
-	_, err = s.AppendTranscript(ctx(), "s", 4, chunk)
+	_, err = s.AppendTranscript(ctx(), "s", "t1", 4, chunk)
 	wantErr(t, err, store.ErrConflict)
-	if st, _ := s.TranscriptState(ctx(), "s"); st.NextSeq != 5 {
+	if st, _ := s.TranscriptState(ctx(), "s", "t1"); st.NextSeq != 5 {
 		t.Fatalf("refused chunk changed the transcript: NextSeq %d, want 5", st.NextSeq)
 	}
 	// Gaps are refused.
-	_, err = s.AppendTranscript(ctx(), "s", 6, lines("s", 6, 7))
+	_, err = s.AppendTranscript(ctx(), "s", "t1", 6, lines("s", 6, 7))
 	wantErr(t, err, store.ErrSeqGap)
-	_, err = s.AppendTranscript(ctx(), "s", -1, lines("s", 0, 1))
+	_, err = s.AppendTranscript(ctx(), "s", "t1", -1, lines("s", 0, 1))
 	wantErr(t, err, store.ErrInvalid)
 	// An empty chunk at the end is a no-op.
-	if st, err := s.AppendTranscript(ctx(), "s", 5, nil); err != nil || st.NextSeq != 5 {
+	if st, err := s.AppendTranscript(ctx(), "s", "t1", 5, nil); err != nil || st.NextSeq != 5 {
 		t.Fatalf("empty chunk: %+v, %v", st, err)
 	}
-	_, err = s.AppendTranscript(ctx(), "nope", 0, lines("nope", 0, 1))
+	_, err = s.AppendTranscript(ctx(), "nope", "t1", 0, lines("nope", 0, 1))
 	wantErr(t, err, store.ErrNotFound)
 
-	got, err := s.ReadTranscript(ctx(), "s", 0, 0)
+	got, err := s.ReadTranscript(ctx(), "s", "t1", 0, 0)
 	if err != nil || strings.Join(got, "\n") != strings.Join(lines("s", 0, 5), "\n") {
 		t.Fatalf("read all = %q, %v", got, err)
 	}
-	got, err = s.ReadTranscript(ctx(), "s", 2, 4)
+	got, err = s.ReadTranscript(ctx(), "s", "t1", 2, 4)
 	if err != nil || strings.Join(got, "\n") != strings.Join(lines("s", 2, 4), "\n") {
 		t.Fatalf("read [2,4) = %q, %v", got, err)
 	}
-	if got, err := s.ReadTranscript(ctx(), "s", 9, 0); err != nil || len(got) != 0 {
+	if got, err := s.ReadTranscript(ctx(), "s", "t1", 9, 0); err != nil || len(got) != 0 {
 		t.Fatalf("read past end = %q, %v", got, err)
 	}
-	_, err = s.ReadTranscript(ctx(), "nope", 0, 0)
+	_, err = s.ReadTranscript(ctx(), "nope", "t1", 0, 0)
 	wantErr(t, err, store.ErrNotFound)
-	_, err = s.TranscriptState(ctx(), "nope")
+	_, err = s.TranscriptState(ctx(), "nope", "t1")
 	wantErr(t, err, store.ErrNotFound)
 
 	// Lines keep their bytes exactly (unicode, escapes, trailing spaces).
 	mustCreate(t, s, newSession("u", run(2), t0))
 	odd := []string{"{\"x\":\"h\u00e9llo \\u0000 \u2603\"}  ", `{}`}
-	if _, err := s.AppendTranscript(ctx(), "u", 0, odd); err != nil {
+	if _, err := s.AppendTranscript(ctx(), "u", "t1", 0, odd); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.ReadTranscript(ctx(), "u", 0, 0); len(got) != 2 || got[0] != odd[0] {
+	if got, _ := s.ReadTranscript(ctx(), "u", "t1", 0, 0); len(got) != 2 || got[0] != odd[0] {
 		t.Fatalf("bytes changed: %q", got)
 	}
 }
@@ -560,14 +563,14 @@ func testTranscript(t *testing.T, s store.Store) {
 func testTranscriptBig(t *testing.T, s store.Store) {
 	mustCreate(t, s, newSession("s", run(1), t0))
 	// More lines than one INSERT takes, in two overlapping chunks.
-	if _, err := s.AppendTranscript(ctx(), "s", 0, lines("s", 0, 250)); err != nil {
+	if _, err := s.AppendTranscript(ctx(), "s", "t1", 0, lines("s", 0, 250)); err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.AppendTranscript(ctx(), "s", 200, lines("s", 200, 530))
+	st, err := s.AppendTranscript(ctx(), "s", "t1", 200, lines("s", 200, 530))
 	if err != nil || st.NextSeq != 530 {
 		t.Fatalf("%+v, %v", st, err)
 	}
-	got, err := s.ReadTranscript(ctx(), "s", 0, 0)
+	got, err := s.ReadTranscript(ctx(), "s", "t1", 0, 0)
 	if err != nil || len(got) != 530 || got[529] != line("s", 529) || got[250] != line("s", 250) {
 		t.Fatalf("read %d lines, %v", len(got), err)
 	}
@@ -583,7 +586,7 @@ func concurrentTranscript(t *testing.T, a, b store.Store) {
 	parallel(n, func(i int) {
 		// Each worker sends all chunks in order; chunks overlap.
 		for from := 0; from < 40; from += 10 {
-			if _, err := pick(a, b, i).AppendTranscript(ctx(), "s", int64(from), lines("s", from, from+15)); err != nil {
+			if _, err := pick(a, b, i).AppendTranscript(ctx(), "s", "t1", int64(from), lines("s", from, from+15)); err != nil {
 				errs[i] = err
 				return
 			}
@@ -594,7 +597,7 @@ func concurrentTranscript(t *testing.T, a, b store.Store) {
 			t.Fatal(err)
 		}
 	}
-	got, err := a.ReadTranscript(ctx(), "s", 0, 0)
+	got, err := a.ReadTranscript(ctx(), "s", "t1", 0, 0)
 	if err != nil || strings.Join(got, "\n") != strings.Join(lines("s", 0, 45), "\n") {
 		t.Fatalf("transcript after concurrent resends: %d lines, %v", len(got), err)
 	}
@@ -602,21 +605,21 @@ func concurrentTranscript(t *testing.T, a, b store.Store) {
 
 func testTranscriptSeal(t *testing.T, s store.Store) {
 	mustCreate(t, s, newSession("s", run(1), t0))
-	if _, err := s.AppendTranscript(ctx(), "s", 0, lines("s", 0, 3)); err != nil {
+	if _, err := s.AppendTranscript(ctx(), "s", "t1", 0, lines("s", 0, 3)); err != nil {
 		t.Fatal(err)
 	}
-	st, err := s.SealTranscript(ctx(), "s")
+	st, err := s.SealTranscript(ctx(), "s", "t1", nil)
 	if err != nil || !st.Sealed || st.NextSeq != 3 {
 		t.Fatalf("seal: %+v, %v", st, err)
 	}
-	if st, err := s.SealTranscript(ctx(), "s"); err != nil || !st.Sealed {
+	if st, err := s.SealTranscript(ctx(), "s", "t1", nil); err != nil || !st.Sealed {
 		t.Fatalf("second seal: %+v, %v", st, err)
 	}
 	// A resend of sealed lines is fine; new lines are not.
-	if _, err := s.AppendTranscript(ctx(), "s", 1, lines("s", 1, 3)); err != nil {
+	if _, err := s.AppendTranscript(ctx(), "s", "t1", 1, lines("s", 1, 3)); err != nil {
 		t.Fatalf("resend after seal: %v", err)
 	}
-	_, err = s.AppendTranscript(ctx(), "s", 2, lines("s", 2, 4))
+	_, err = s.AppendTranscript(ctx(), "s", "t1", 2, lines("s", 2, 4))
 	wantErr(t, err, store.ErrSealed)
 	sess, err := s.EndSession(ctx(), "s", t0.Add(time.Minute))
 	if err != nil || !sess.Sealed || sess.UnsealedEnd {
@@ -627,14 +630,201 @@ func testTranscriptSeal(t *testing.T, s store.Store) {
 	if sess, _ := s.EndSession(ctx(), "late", t0.Add(time.Minute)); !sess.UnsealedEnd {
 		t.Fatal("ending an unsealed session must mark it")
 	}
-	if _, err := s.SealTranscript(ctx(), "late"); err != nil {
+	if _, err := s.SealTranscript(ctx(), "late", "t1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if sess, _ := s.GetSession(ctx(), "late"); !sess.Sealed || sess.UnsealedEnd {
 		t.Fatalf("late seal: %+v", sess)
 	}
-	_, err = s.SealTranscript(ctx(), "nope")
+	_, err = s.SealTranscript(ctx(), "nope", "t1", nil)
 	wantErr(t, err, store.ErrNotFound)
+}
+
+// testTranscriptsOfOneSession: a run wraps several commands, each with its
+// own transcript in the one session: independent chains, idempotency per
+// transcript, and the session counts as sealed only when all of them are.
+func testTranscriptsOfOneSession(t *testing.T, s store.Store) {
+	mustCreate(t, s, newSession("s", run(1), t0))
+	// Same seqs, different bytes: each transcript has its own chain.
+	if _, err := s.AppendTranscript(ctx(), "s", "a", 0, lines("a", 0, 4)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.AppendTranscript(ctx(), "s", "b", 0, lines("b", 0, 2))
+	if err != nil || st.NextSeq != 2 || st.LastDigest != store.LineDigest(line("b", 1)) {
+		t.Fatalf("second transcript starts its own chain: %+v, %v", st, err)
+	}
+	if st, _ := s.TranscriptState(ctx(), "s", "a"); st.NextSeq != 4 || st.LastDigest != store.LineDigest(line("a", 3)) {
+		t.Fatalf("first transcript changed by the second: %+v", st)
+	}
+	// A transcript not begun is empty, not missing.
+	if st, err := s.TranscriptState(ctx(), "s", "c"); err != nil || st.NextSeq != 0 || st.Sealed {
+		t.Fatalf("unbegun transcript = %+v, %v", st, err)
+	}
+	_, err = s.ReadTranscript(ctx(), "s", "c", 0, 0)
+	wantErr(t, err, store.ErrNotFound)
+	// Idempotency is per transcript: a's lines resent are fine for a, a
+	// conflict for b.
+	if st, err := s.AppendTranscript(ctx(), "s", "a", 0, lines("a", 0, 2)); err != nil || st.NextSeq != 4 {
+		t.Fatalf("resend to a: %+v, %v", st, err)
+	}
+	_, err = s.AppendTranscript(ctx(), "s", "b", 0, lines("a", 0, 2))
+	wantErr(t, err, store.ErrConflict)
+	_, err = s.AppendTranscript(ctx(), "s", "b", 3, lines("b", 3, 4))
+	wantErr(t, err, store.ErrSeqGap)
+	got, err := s.ReadTranscript(ctx(), "s", "b", 0, 0)
+	if err != nil || strings.Join(got, "\n") != strings.Join(lines("b", 0, 2), "\n") {
+		t.Fatalf("read b = %q, %v", got, err)
+	}
+	got, err = s.ReadTranscript(ctx(), "s", "a", 1, 3)
+	if err != nil || strings.Join(got, "\n") != strings.Join(lines("a", 1, 3), "\n") {
+		t.Fatalf("read a[1,3) = %q, %v", got, err)
+	}
+	_, err = s.AppendTranscript(ctx(), "nope", "a", 0, lines("a", 0, 1))
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.TranscriptState(ctx(), "nope", "a")
+	wantErr(t, err, store.ErrNotFound)
+
+	// Sealing a seals a only.
+	summary := json.RawMessage(`{"exitCode":0,"counts":{"allowed":3,"denied":1}}`)
+	if st, err := s.SealTranscript(ctx(), "s", "a", summary); err != nil || !st.Sealed || st.NextSeq != 4 {
+		t.Fatalf("seal a: %+v, %v", st, err)
+	}
+	_, err = s.AppendTranscript(ctx(), "s", "a", 4, lines("a", 4, 5))
+	wantErr(t, err, store.ErrSealed)
+	if st, err := s.AppendTranscript(ctx(), "s", "b", 2, lines("b", 2, 3)); err != nil || st.Sealed || st.NextSeq != 3 {
+		t.Fatalf("b goes on after a is sealed: %+v, %v", st, err)
+	}
+	if sess, _ := s.GetSession(ctx(), "s"); sess.Sealed {
+		t.Fatal("session sealed while transcript b is not")
+	}
+	// The end marks the session: b is unsealed.
+	if sess, _ := s.EndSession(ctx(), "s", t0.Add(time.Minute)); !sess.UnsealedEnd || sess.Sealed {
+		t.Fatalf("ended with b unsealed: %+v", sess)
+	}
+	// A second seal of a keeps the first summary.
+	if _, err := s.SealTranscript(ctx(), "s", "a", json.RawMessage(`{"other":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _ := s.GetSession(ctx(), "s"); !sess.UnsealedEnd {
+		t.Fatal("resealing a cleared the unsealed marker while b is unsealed")
+	}
+	// b's seal, arriving late (pushed after the run), clears it.
+	if _, err := s.SealTranscript(ctx(), "s", "b", nil); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _ := s.GetSession(ctx(), "s"); !sess.Sealed || sess.UnsealedEnd {
+		t.Fatalf("all sealed: %+v", sess)
+	}
+	// A transcript begun after that (a spool pushed late) unseals the session again.
+	if _, err := s.AppendTranscript(ctx(), "s", "c", 0, lines("c", 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if sess, _ := s.GetSession(ctx(), "s"); sess.Sealed || !sess.UnsealedEnd {
+		t.Fatalf("new unsealed transcript of an ended session: %+v", sess)
+	}
+	ts, err := s.ListTranscripts(ctx(), store.TranscriptFilter{SessionID: "s"})
+	if err != nil || len(ts) != 3 {
+		t.Fatalf("list = %+v, %v", ts, err)
+	}
+	byID := map[string]store.TranscriptInfo{}
+	for _, ti := range ts {
+		byID[ti.TranscriptID] = ti
+	}
+	if a := byID["a"]; !a.Sealed || a.NextSeq != 4 || string(a.Summary) != string(summary) || a.Session.ID != "s" || a.SessionID != "s" {
+		t.Fatalf("a = %+v", a)
+	}
+	if b := byID["b"]; !b.Sealed || b.NextSeq != 3 || b.Summary != nil {
+		t.Fatalf("b = %+v", b)
+	}
+	if c := byID["c"]; c.Sealed || c.NextSeq != 1 || c.CreatedAt.IsZero() {
+		t.Fatalf("c = %+v", c)
+	}
+	if k := store.LogKey("s", "a"); k != "s/a" {
+		t.Fatalf("LogKey = %q", k)
+	}
+	if k := store.LogKey("s", ""); k != "s" {
+		t.Fatalf("LogKey of the legacy transcript = %q", k)
+	}
+}
+
+func testTranscriptList(t *testing.T, s store.Store) {
+	r2 := run(2)
+	r2.Repository = "acme/api"
+	mustCreate(t, s, newSession("one", run(1), t0))
+	two := newSession("two", r2, t0.Add(time.Hour))
+	two.Cluster = "staging"
+	mustCreate(t, s, two)
+	mustCreate(t, s, newSession("empty", run(3), t0.Add(2*time.Hour)))
+	for _, k := range [][2]string{{"one", "x"}, {"one", "y"}, {"two", "z"}} {
+		if _, err := s.AppendTranscript(ctx(), k[0], k[1], 0, lines(k[1], 0, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(f store.TranscriptFilter) string {
+		t.Helper()
+		ts, err := s.ListTranscripts(ctx(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, ti := range ts {
+			out = append(out, ti.SessionID+"/"+ti.TranscriptID)
+		}
+		return strings.Join(out, ",")
+	}
+	// Newest session first; a session without transcripts lists nothing.
+	if got := ids(store.TranscriptFilter{}); got != "two/z,one/x,one/y" {
+		t.Fatalf("all = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{Repository: "acme/api"}}); got != "two/z" {
+		t.Fatalf("by repository = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{RunID: run(1).RunID}}); got != "one/x,one/y" {
+		t.Fatalf("by run = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{Cluster: "staging"}}); got != "two/z" {
+		t.Fatalf("by cluster = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{Since: t0.Add(time.Minute)}}); got != "two/z" {
+		t.Fatalf("since = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{Until: t0.Add(time.Minute)}}); got != "one/x,one/y" {
+		t.Fatalf("until = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionFilter: store.SessionFilter{Limit: 1}}); got != "two/z" {
+		t.Fatalf("limit = %s", got)
+	}
+	if got := ids(store.TranscriptFilter{SessionID: "nope"}); got != "" {
+		t.Fatalf("unknown session = %s", got)
+	}
+}
+
+// concurrentTwoTranscripts: two commands of one run uploading at once (over
+// one or two brokers) do not disturb each other.
+func concurrentTwoTranscripts(t *testing.T, a, b store.Store) {
+	mustCreate(t, a, newSession("s", run(1), t0))
+	const n = 6
+	errs := make([]error, n)
+	parallel(n, func(i int) {
+		tid := fmt.Sprint("t", i%2)
+		for from := 0; from < 30; from += 10 {
+			if _, err := pick(a, b, i).AppendTranscript(ctx(), "s", tid, int64(from), lines(tid, from, from+12)); err != nil {
+				errs[i] = err
+				return
+			}
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tid := range []string{"t0", "t1"} {
+		got, err := b.ReadTranscript(ctx(), "s", tid, 0, 0)
+		if err != nil || strings.Join(got, "\n") != strings.Join(lines(tid, 0, 32), "\n") {
+			t.Fatalf("transcript %s: %d lines, %v", tid, len(got), err)
+		}
+	}
 }
 
 // ---- Merkle log ----
