@@ -39,7 +39,7 @@ bench: controlplane build ## run the benchmarks and print their figures
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./... | tee $(CACHE)/bench.txt
 
 soak: controlplane build ## 200 concurrent pipelines, two brokers on one PostgreSQL, with a broker and PostgreSQL restarted
-	$(GO) run ./test/soak
+	$(GO) run ./test/soak -bin-dir $(BIN) $(SOAK_FLAGS)
 
 lint: ## gofmt, go vet, staticcheck, and krew's own manifest validator
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "not gofmt-clean:"; echo "$$out"; exit 1; fi
