@@ -1,98 +1,51 @@
 // Command demo plays a pipeline run through kubectl-agent on a local control
-// plane: `make demo`. Each step prints one line saying what happens and why.
+// plane: `make demo`. It starts the pinned control plane (etcd, kube-apiserver
+// with RBAC, kwok), the OIDC issuer stand-in, agent-broker on SQLite and a
+// reviewer, then runs a GitHub-Actions-shaped job through `kubectl agent exec`
+// and verifies its transcripts. Each step prints one line saying what happens
+// and why, shows the commands' own output indented, and checks that the
+// outcome is the one claimed: the demo exits non-zero when any step does not
+// behave as it says.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
-
-	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
-	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, ui.New(os.Stdout)); err != nil {
-		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-// demo holds what the steps share.
-type demo struct {
-	u       *ui.UI
-	c       *cluster.Cluster
-	binDir  string // kubectl-agent, agent-broker (from make build)
-	workDir string
-	env     []string
-}
-
-func run(ctx context.Context, u *ui.UI) error {
-	start := time.Now()
-	u.Step("starting a local control plane: etcd, kube-apiserver (RBAC on) and kwok, which runs Pods as local processes")
-	c, err := cluster.Start(ctx, cluster.Options{})
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
-	u.OK("kube-apiserver %s is ready at %s (%s)", c.Version, c.Server, time.Since(start).Round(time.Millisecond))
-
 	root, err := os.Getwd()
 	if err != nil {
-		return err
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
 	}
-	work, err := os.MkdirTemp("", "ka-demo-")
-	if err != nil {
-		return err
+	bin := filepath.Join(root, "bin")
+	for _, b := range []string{"kubectl-agent", "agent-broker"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			fmt.Fprintf(os.Stderr, "demo: %s is missing: run `make demo` (it runs `make build` first) from the repository root\n", filepath.Join(bin, b))
+			os.Exit(1)
+		}
 	}
-	defer os.RemoveAll(work)
-	d := &demo{u: u, c: c, binDir: filepath.Join(root, "bin"), workDir: work}
-	d.env = append(os.Environ(),
-		"KUBECONFIG="+c.AdminKubeconfig,
-		"PATH="+d.binDir+string(os.PathListSeparator)+c.BinDir()+string(os.PathListSeparator)+os.Getenv("PATH"),
-	)
-
-	u.Step("the platform team's view: kubectl with the admin kubeconfig")
-	if err := d.show(ctx, "kubectl", "get", "nodes", "-o", "wide"); err != nil {
-		return err
+	err = run(ctx, Options{BinDir: bin, Out: os.Stdout})
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		fmt.Fprintln(os.Stderr, "demo interrupted; everything it started is stopped and removed")
+		os.Exit(130)
+	default:
+		var se *stepError
+		if errors.As(err, &se) {
+			fmt.Fprintf(os.Stderr, "demo failed at step %q: %v\n", se.step, se.err)
+		} else {
+			fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
+		}
+		os.Exit(1)
 	}
-	u.OK("demo finished in %s; everything it started is stopped and removed", time.Since(start).Round(time.Second))
-	return nil
-}
-
-// show runs a command with the demo's environment and prints its output indented.
-func (d *demo) show(ctx context.Context, name string, args ...string) error {
-	out, err := d.run(ctx, name, args...)
-	fmt.Print(indent(out))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
-	}
-	return nil
-}
-
-func (d *demo) run(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = d.env
-	cmd.Dir = d.workDir
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-func indent(s string) string {
-	if s == "" {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	for i, l := range lines {
-		lines[i] = "    " + l
-	}
-	return strings.Join(lines, "\n") + "\n"
 }

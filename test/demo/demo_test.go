@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kubectl-agent/kubectl-agent/pkg/mask"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
+)
+
+func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
+
+// syncBuffer is the story's destination; the demo writes from two goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// buildBinaries builds kubectl-agent and agent-broker from this tree, so the
+// test plays the demo with the code under test (not a stale ./bin).
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kubectl-agent", "../../cmd/agent-broker")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the binaries: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// The whole demo against the package's control plane: every step checks its
+// own outcome and run returns an error when one does not behave as claimed;
+// the story says what each step claims, and nothing it started is left.
+func TestDemo(t *testing.T) {
+	c := cluster.Shared(t)
+	bin := buildBinaries(t)
+	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "ka-demo-*"))
+
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	err := run(ctx, Options{Cluster: c, BinDir: bin, Out: &out})
+	t.Logf("demo output (%s):\n%s", time.Since(start).Round(time.Millisecond), out.String())
+	if err != nil {
+		t.Fatalf("demo: %v", err)
+	}
+	story := out.String()
+	for _, want := range []string{
+		"$ kubectl agent exec --transcript 1-deploy.transcript.jsonl -- kubectl apply -n shop -f app.yaml",
+		`deployment.apps/web created`,
+		`Error from server (Forbidden)`,
+		`password: ` + mask.PlaceholderB64,
+		`namespace "staging" deleted`,
+		`approved apr-`,
+		"hello from ",
+		"HELLO",
+		"verification failed",
+		"demo passed in",
+	} {
+		if !strings.Contains(story, want) {
+			t.Errorf("the story lacks %q", want)
+		}
+	}
+	if strings.Contains(story, "\x1b[") {
+		t.Error("escape codes in output that is not a terminal")
+	}
+	for _, step := range []string{"1. deploy", "2. delete namespace kube-system", "3. read Secret", "4. delete namespace staging", "5. exec into Pod", "6. verify"} {
+		if !strings.Contains(story, "▸ "+step) {
+			t.Errorf("no step line %q", step)
+		}
+	}
+	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "ka-demo-*"))
+	if len(after) > len(before) {
+		t.Errorf("the demo left temp dirs: %v (before: %v)", after, before)
+	}
+}
+
+// tamper edits exactly the line holding the greeting, and nothing else.
+func TestTamper(t *testing.T) {
+	dir := t.TempDir()
+	from := filepath.Join(dir, "a.jsonl")
+	lines := []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"stream","stream":{"channel":"stdout","data":"hello from web\n"}}`, `{"seq":2,"type":"end"}`}
+	if err := os.WriteFile(from, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(dir, "b.jsonl")
+	n, err := tamper(from, to)
+	if err != nil || n != 2 {
+		t.Fatalf("tamper: line %d, %v", n, err)
+	}
+	b, _ := os.ReadFile(to)
+	got := strings.Split(string(b), "\n")
+	if got[0] != lines[0] || got[2] != lines[2] || !strings.Contains(got[1], "HELLO from web") {
+		t.Fatalf("tampered copy:\n%s", b)
+	}
+	if _, err := tamper(to, filepath.Join(dir, "c.jsonl")); err == nil {
+		t.Fatal("tamper found a greeting in a copy that has none left")
+	}
+}
+
+func TestShellLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "pods"}, "kubectl get pods"},
+		{[]string{"exec", "web", "--", "sh", "-c", `echo "hi $USER"`}, `kubectl exec web -- sh -c 'echo "hi $USER"'`},
+		{[]string{"it's"}, `kubectl 'it'\''s'`},
+		{[]string{""}, "kubectl ''"},
+	} {
+		if got := shellLine("/x/kubectl", tc.args); got != tc.want {
+			t.Errorf("shellLine(%q) = %s, want %s", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestIndentWriter(t *testing.T) {
+	var out, capture bytes.Buffer
+	iw := &indentWriter{w: &out, capture: &capture}
+	fmt.Fprint(iw, "one\ntw")
+	fmt.Fprint(iw, "o\nthree")
+	iw.Flush()
+	if got, want := out.String(), "    one\n    two\n    three\n"; got != want {
+		t.Errorf("indented %q, want %q", got, want)
+	}
+	if capture.String() != "one\ntwo\nthree" {
+		t.Errorf("captured %q", capture.String())
+	}
+}
