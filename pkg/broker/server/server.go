@@ -48,6 +48,9 @@ type Options struct {
 	Now func() time.Time
 	// HTTPClient fetches issuer discovery documents and keys.
 	HTTPClient *http.Client
+	// TranscriptReaders checks people reading transcripts (audit queries);
+	// nil: made on first use from the clusters' credentials (KubeReaders).
+	TranscriptReaders TranscriptReaders
 	// Registerer receives the broker's metrics (default: a fresh registry,
 	// served at /metrics).
 	Registry *prometheus.Registry
@@ -67,6 +70,7 @@ type Server struct {
 	tlog     *tlog.Log
 	logKey   string
 	ingest   ingest
+	readers  lazyReaders
 	mounts   []mount
 }
 
@@ -113,6 +117,7 @@ func New(ctx context.Context, o Options) (*Server, error) {
 		verifier: trust.NewVerifier(o.Config, trust.Options{HTTPClient: o.HTTPClient, Now: o.Now}),
 		keys:     keys.New(o.Store, o.Config.PublicURL, o.Config.KeyRotation(), o.Now),
 	}
+	s.readers.r = o.TranscriptReaders
 	s.m = metrics{
 		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agent_broker_exchanges_total",
 			Help: "Token exchanges by result (new, repeat, or the RFC 6749 error code)."}, []string{"result"}),
@@ -153,6 +158,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+api.PathSessionTranscript, s.session(s.handleTranscript))
 	mux.HandleFunc("GET "+api.PathSessionTranscript, s.session(s.handleTranscript))
 	mux.HandleFunc("GET "+PathTranscriptLog, s.handleTranscriptLog)
+	mux.HandleFunc("GET "+PathTranscripts, s.handleAuditList)
+	mux.HandleFunc("GET "+PathTranscriptLines, s.handleAuditGet)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))

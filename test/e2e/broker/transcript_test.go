@@ -80,7 +80,7 @@ func TestTranscriptIngest(t *testing.T) {
 	}
 
 	// The broker holds the same bytes, and they verify with its JWKS.
-	stored, err := b.Store.ReadTranscript(ctx, resp.Session.ID, 0, 0)
+	stored, err := b.Store.ReadTranscript(ctx, resp.Session.ID, "", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestTranscriptChainChecked(t *testing.T) {
 	if ae := apiError(err); ae == nil || ae.Code != "invalid_transcript" {
 		t.Errorf("another session's transcript: %v, want invalid_transcript", err)
 	}
-	if st, err := b.Store.TranscriptState(ctx, resp.Session.ID); err != nil || st.NextSeq != 0 {
+	if st, err := b.Store.TranscriptState(ctx, resp.Session.ID, ""); err != nil || st.NextSeq != 0 {
 		t.Errorf("state after a refused chunk = %+v, %v; want nothing stored", st, err)
 	}
 }
