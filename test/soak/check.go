@@ -22,6 +22,7 @@ type report struct {
 	loadTime      time.Duration
 	faults        []fault
 	uploadRetries int64
+	brokerErrors  int64
 
 	// Sent.
 	inProcess, binary, failed int
@@ -267,7 +268,7 @@ func (rep *report) print(out io.Writer) {
 	fmt.Fprintf(&b, "== sent\n")
 	fmt.Fprintf(&b, "  pipelines          %d (%d in process, %d through kubectl agent exec), %d failed\n", len(rep.pipelines), rep.inProcess, rep.binary, rep.failed)
 	fmt.Fprintf(&b, "  transcript lines   %d (%d bytes in the clients' spools)\n", rep.sentLines, rep.sentBytes)
-	fmt.Fprintf(&b, "  upload retries     %d\n", rep.uploadRetries)
+	fmt.Fprintf(&b, "  broker errors      %d network errors or 5xx answers seen by in-process clients and retried (%d of them transcript uploads)\n", rep.brokerErrors, rep.uploadRetries)
 	fmt.Fprintf(&b, "== stored\n")
 	fmt.Fprintf(&b, "  sessions           %d (%d ended, %d with a sealed transcript)\n", rep.storedSessions, rep.storedEnded, rep.storedSealed)
 	fmt.Fprintf(&b, "  transcripts        %d, %d lines checked (%d bytes)\n", rep.storedTranscripts, rep.storedLines, rep.storedBytes)

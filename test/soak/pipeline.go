@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,9 @@ type runner struct {
 	client *session.Client
 	// uploadRetries counts failed transcript uploads that the recorder retried.
 	uploadRetries atomic.Int64
+	// brokerErrors counts network errors and 5xx answers that in-process
+	// clients saw (and retried): the faults at work.
+	brokerErrors atomic.Int64
 }
 
 func newRunner(w *world) (*runner, error) {
@@ -62,7 +66,27 @@ func newRunner(w *world) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &runner{w: w, client: c}, nil
+	r := &runner{w: w, client: c}
+	// One transport for all in-process pipelines, as many runners on one
+	// NAT would look to the balancer; the counter sees every attempt.
+	c.HTTP = &http.Client{Transport: &countingTransport{
+		next: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: 45 * time.Second},
+		errs: &r.brokerErrors,
+	}}
+	return r, nil
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	errs *atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || resp.StatusCode >= 500 {
+		t.errs.Add(1)
+	}
+	return resp, err
 }
 
 func (r *runner) run(ctx context.Context, p *pipeline) {

@@ -87,7 +87,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) (*report, error) {
 	faultsWG.Wait()
 	log.printf("load done: %d pipelines in %s", len(pipelines), loadTime.Round(time.Millisecond))
 
-	rep := &report{cfg: cfg, pipelines: pipelines, loadTime: loadTime, faults: faults, uploadRetries: r.uploadRetries.Load()}
+	rep := &report{cfg: cfg, pipelines: pipelines, loadTime: loadTime, faults: faults, uploadRetries: r.uploadRetries.Load(), brokerErrors: r.brokerErrors.Load()}
 	if err := rep.account(ctx, w, log); err != nil {
 		return nil, err
 	}
