@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
@@ -23,21 +24,42 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
 )
 
-// TranscriptInfo is one stored transcript as the broker lists it.
+// TranscriptInfo is one stored transcript as the broker lists it (GET
+// /v1/transcripts; the broker's server.TranscriptSummary).
 type TranscriptInfo struct {
-	SessionID  string    `json:"sessionID"`
-	Cluster    string    `json:"cluster"`
-	Repository string    `json:"repository,omitempty"`
-	RunID      string    `json:"runID,omitempty"`
-	StartedAt  time.Time `json:"startedAt"`
-	Lines      int64     `json:"lines"`
-	Sealed     bool      `json:"sealed"`
+	Session          string           `json:"session"`
+	Transcript       string           `json:"transcript"`
+	Cluster          string           `json:"cluster"`
+	Issuer           string           `json:"issuer,omitempty"`
+	Repository       string           `json:"repository,omitempty"`
+	Run              string           `json:"run,omitempty"`
+	RunAttempt       string           `json:"runAttempt,omitempty"`
+	Subject          string           `json:"subject,omitempty"`
+	SessionCreatedAt time.Time        `json:"sessionCreatedAt"`
+	SessionEndedAt   time.Time        `json:"sessionEndedAt,omitzero"`
+	CreatedAt        time.Time        `json:"createdAt"`
+	UpdatedAt        time.Time        `json:"updatedAt"`
+	Lines            int64            `json:"lines"`
+	Sealed           bool             `json:"sealed"`
+	Unsealed         bool             `json:"unsealed,omitempty"`
+	ExitCode         *int             `json:"exitCode,omitempty"`
+	Counts           map[string]int64 `json:"counts,omitempty"`
+}
+
+// TranscriptFilter selects transcripts at the broker; empty fields match
+// everything. Since and Until are RFC 3339 times or durations back from now.
+type TranscriptFilter struct {
+	Repository, Run, Cluster, Session string
+	Since, Until                      string
+	Decision                          string // allow, deny or approve
 }
 
 // TranscriptClient reads transcripts stored at the broker.
 type TranscriptClient interface {
-	ListTranscripts(ctx context.Context) ([]TranscriptInfo, error)
-	GetTranscript(ctx context.Context, sessionID string) ([]byte, error)
+	ListTranscripts(ctx context.Context, f TranscriptFilter) ([]TranscriptInfo, error)
+	// GetTranscript returns a transcript's JSON lines ("" transcript id:
+	// the session's transcript recorded before transcripts had ids).
+	GetTranscript(ctx context.Context, sessionID, transcriptID string) ([]byte, error)
 }
 
 // TranscriptDeps are the broker-facing parts of `transcript`, wired by the
@@ -683,69 +705,162 @@ func (o *TranscriptPushOptions) push(ctx context.Context, path string) (int, boo
 // ---- list / get
 
 func newTranscriptListCommand(g *GlobalOptions, streams genericiooptions.IOStreams, deps TranscriptDeps) *cobra.Command {
-	var output string
+	var (
+		output string
+		f      TranscriptFilter
+	)
 	cmd := &cobra.Command{
-		Use:     "list",
-		Short:   "List transcripts stored at the broker",
-		Example: `  kubectl agent transcript list --broker https://broker.example.com -o json`,
-		Args:    cobra.NoArgs,
+		Use:   "list",
+		Short: "List transcripts stored at the broker",
+		Long: `List the transcripts the broker holds. A run (one session) has one transcript per
+kubectl agent exec. You read them with your own cluster identity, as approval reviewers do: the
+bearer token of your current kubeconfig context goes to the broker, which checks it with a
+TokenReview at each of its clusters and lists the transcripts of clusters where RBAC lets you
+list transcripts.kubectl-agent.io.`,
+		Example: `  # Yesterday's runs of one repository that had a denied request
+  kubectl agent transcript list --broker https://broker.example.com --repository acme/web --since 24h --decision deny
+
+  # The transcripts of one run, as JSON
+  kubectl agent transcript list --broker https://broker.example.com --run 8123456789 -o json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := validateOutput(output, "json", "yaml"); err != nil {
 				return err
+			}
+			switch f.Decision {
+			case "", "allow", "deny", "approve":
+			default:
+				return UsageError("--decision %q: use allow, deny or approve", f.Decision)
 			}
 			c, err := transcriptClient(cmd.Context(), g, deps)
 			if err != nil {
 				return err
 			}
-			list, err := c.ListTranscripts(cmd.Context())
+			list, err := c.ListTranscripts(cmd.Context(), f)
 			if err != nil {
 				return fmt.Errorf("listing transcripts: %w", err)
 			}
+			if list == nil {
+				list = []TranscriptInfo{}
+			}
 			switch output {
 			case "json":
-				b, _ := json.MarshalIndent(list, "", "  ")
+				b, _ := json.MarshalIndent(map[string]any{"transcripts": list}, "", "  ")
 				fmt.Fprintf(streams.Out, "%s\n", b)
 				return nil
 			case "yaml":
-				b, _ := yaml.Marshal(list)
+				b, _ := yaml.Marshal(map[string]any{"transcripts": list})
 				_, err := streams.Out.Write(b)
 				return err
 			}
-			fmt.Fprintf(streams.Out, "%-38s %-16s %-28s %-8s %s\n", "SESSION", "CLUSTER", "RUN", "LINES", "SEALED")
-			for _, t := range list {
-				fmt.Fprintf(streams.Out, "%-38s %-16s %-28s %-8d %v\n", t.SessionID, t.Cluster, strings.TrimSpace(t.Repository+" "+t.RunID), t.Lines, t.Sealed)
+			if len(list) == 0 {
+				fmt.Fprintln(streams.ErrOut, "No transcripts you may list match.")
+				return nil
 			}
-			return nil
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TRANSCRIPT\tCLUSTER\tRUN\tSTARTED\tLINES\tSTATE\tALLOWED\tDENIED")
+			for _, t := range list {
+				state := "open"
+				switch {
+				case t.Sealed:
+					state = "sealed"
+				case t.Unsealed:
+					state = "unsealed"
+				}
+				allowed, denied := "-", "-"
+				if t.Counts != nil {
+					allowed, denied = fmt.Sprint(t.Counts["allowed"]), fmt.Sprint(t.Counts["denied"])
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", transcriptRef(t.Session, t.Transcript), clean(t.Cluster),
+					clean(strings.TrimSpace(t.Repository+" "+t.Run)), t.CreatedAt.Local().Format(time.DateTime), t.Lines, state, allowed, denied)
+			}
+			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml")
+	fl := cmd.Flags()
+	fl.StringVarP(&output, "output", "o", "", "output format: json or yaml")
+	fl.StringVar(&f.Repository, "repository", "", "only runs of this repository (e.g. acme/web)")
+	fl.StringVar(&f.Run, "run", "", "only this CI run id")
+	fl.StringVar(&f.Cluster, "cluster-name", "", "only sessions of this broker cluster")
+	fl.StringVar(&f.Session, "session", "", "only this session's transcripts")
+	fl.StringVar(&f.Since, "since", "", "only sessions started at or after this time (RFC 3339, or a duration back from now: 24h)")
+	fl.StringVar(&f.Until, "until", "", "only sessions started before this time (RFC 3339 or a duration back from now)")
+	fl.StringVar(&f.Decision, "decision", "", "only transcripts holding a request with this decision: allow, deny or approve")
 	return cmd
+}
+
+// transcriptRef names a transcript as list prints it and get takes it:
+// SESSION/TRANSCRIPT, or SESSION/- for a session's transcript from before
+// transcripts had ids.
+func transcriptRef(session, transcriptID string) string {
+	if transcriptID == "" {
+		transcriptID = "-"
+	}
+	return session + "/" + transcriptID
 }
 
 func newTranscriptGetCommand(g *GlobalOptions, streams genericiooptions.IOStreams, deps TranscriptDeps) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
-		Use:     "get SESSION",
-		Short:   "Download a transcript stored at the broker",
-		Example: `  kubectl agent transcript get 4f1c... --broker https://broker.example.com --out run.transcript.jsonl`,
-		Args:    cobra.ExactArgs(1),
+		Use:   "get SESSION/TRANSCRIPT | SESSION",
+		Short: "Download a transcript stored at the broker",
+		Long: `Download one transcript's JSON lines, as the broker holds them, to stdout or --out FILE (0600;
+it must not exist). Name it as transcript list prints it (SESSION/TRANSCRIPT); a session id alone
+works when the session has one transcript. Check what you got with transcript verify.`,
+		Example: `  kubectl agent transcript get 4f1c.../9a0b1c2d3e4f --broker https://broker.example.com --out run.transcript.jsonl
+  kubectl agent transcript verify run.transcript.jsonl --jwks https://broker.example.com/.well-known/jwks.json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := transcriptClient(cmd.Context(), g, deps)
+			ctx := cmd.Context()
+			sessionID, tid, named := strings.Cut(args[0], "/")
+			if sessionID == "" || strings.Contains(tid, "/") || (named && tid == "") {
+				return UsageError("%q: name a transcript as SESSION/TRANSCRIPT (see kubectl agent transcript list)", args[0])
+			}
+			if tid == "-" {
+				tid = ""
+			}
+			c, err := transcriptClient(ctx, g, deps)
 			if err != nil {
 				return err
 			}
-			b, err := c.GetTranscript(cmd.Context(), args[0])
+			if !named {
+				list, err := c.ListTranscripts(ctx, TranscriptFilter{Session: sessionID})
+				if err != nil {
+					return fmt.Errorf("listing the transcripts of session %s: %w", sessionID, err)
+				}
+				switch len(list) {
+				case 0:
+					return fmt.Errorf("session %s has no transcript you may read", sessionID)
+				case 1:
+					tid = list[0].Transcript
+				default:
+					var refs []string
+					for _, t := range list {
+						refs = append(refs, transcriptRef(t.Session, t.Transcript))
+					}
+					return UsageError("session %s has %d transcripts; name one: %s", sessionID, len(list), strings.Join(refs, ", "))
+				}
+			}
+			b, err := c.GetTranscript(ctx, sessionID, tid)
 			if err != nil {
-				return fmt.Errorf("fetching transcript %s: %w", args[0], err)
+				return fmt.Errorf("fetching transcript %s: %w", transcriptRef(sessionID, tid), err)
 			}
 			if out == "" {
 				_, err = streams.Out.Write(b)
 				return err
 			}
-			return os.WriteFile(out, b, 0o600)
+			fh, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+			if err != nil {
+				return fmt.Errorf("writing the transcript: %w", err)
+			}
+			if _, err := fh.Write(b); err != nil {
+				fh.Close()
+				return fmt.Errorf("writing the transcript: %w", err)
+			}
+			return fh.Close()
 		},
 	}
-	cmd.Flags().StringVar(&out, "out", "", "write to this file instead of stdout")
+	cmd.Flags().StringVar(&out, "out", "", "write to this file (0600, must not exist) instead of stdout")
 	return cmd
 }
 
