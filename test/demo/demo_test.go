@@ -73,7 +73,7 @@ func TestDemo(t *testing.T) {
 		`password: ` + mask.PlaceholderB64,
 		`namespace "staging" deleted`,
 		`approved apr-`,
-		"hello from ",
+		"hello from the web pod",
 		"HELLO",
 		"verification failed",
 		"demo passed in",
@@ -100,7 +100,7 @@ func TestDemo(t *testing.T) {
 func TestTamper(t *testing.T) {
 	dir := t.TempDir()
 	from := filepath.Join(dir, "a.jsonl")
-	lines := []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"stream","stream":{"channel":"stdout","data":"hello from web\n"}}`, `{"seq":2,"type":"end"}`}
+	lines := []string{`{"seq":0,"type":"start"}`, `{"seq":1,"type":"stream","stream":{"channel":"stdout","data":"hello from the web pod\n"}}`, `{"seq":2,"type":"end"}`}
 	if err := os.WriteFile(from, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestTamper(t *testing.T) {
 	}
 	b, _ := os.ReadFile(to)
 	got := strings.Split(string(b), "\n")
-	if got[0] != lines[0] || got[2] != lines[2] || !strings.Contains(got[1], "HELLO from web") {
+	if got[0] != lines[0] || got[2] != lines[2] || !strings.Contains(got[1], "HELLO from the web pod") {
 		t.Fatalf("tampered copy:\n%s", b)
 	}
 	if _, err := tamper(to, filepath.Join(dir, "c.jsonl")); err == nil {
