@@ -52,6 +52,10 @@ type Upstream struct {
 	Done func(ctx context.Context, exitCode int)
 }
 
+// leftoverPushGrace bounds how long exec waits, after the command ended, for
+// the background push of earlier invocations' spools.
+const leftoverPushGrace = 5 * time.Second
+
 // ExecOptions are the options of `kubectl agent exec`.
 type ExecOptions struct {
 	g       *GlobalOptions
@@ -192,6 +196,8 @@ func (o *ExecOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return refused("cannot record the run: %v", err)
 	}
+	// What earlier invocations of this run could not upload goes now, beside the run.
+	pushed := o.pushLeftovers(context.WithoutCancel(ctx), up, spool)
 
 	var (
 		mu      sync.Mutex
@@ -260,6 +266,12 @@ func (o *ExecOptions) Run(ctx context.Context) error {
 	stop()
 	o.finishRecording(ctx, u, up, rec, spool, transcript.EndEvent{ExitCode: code, Counts: map[string]int64{
 		"allowed": c.Allowed, "denied": c.Denied, "masked": c.Masked, "errors": c.Errors}})
+	// Give a leftover push that is still going a moment to finish; it
+	// resumes next time if not.
+	select {
+	case <-pushed:
+	case <-time.After(leftoverPushGrace):
+	}
 	if up.Done != nil {
 		up.Done(context.WithoutCancel(ctx), code)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/approval"
 	"github.com/kubectl-agent/kubectl-agent/pkg/buildinfo"
@@ -31,6 +32,41 @@ func (o *ExecOptions) spoolDir() (string, error) {
 		return "", err
 	}
 	return filepath.Join(dir, "transcripts"), nil
+}
+
+// pushLeftovers uploads, in the background, spooled transcripts of this
+// session that earlier invocations left (the broker was down, or the
+// wrapper was killed), removing each once the broker holds all of it and it
+// is sealed. It never blocks the run: an unfinished push resumes next time
+// (uploads are idempotent by seq). done is closed when it is finished.
+func (o *ExecOptions) pushLeftovers(ctx context.Context, up *Upstream, current string) (done <-chan struct{}) {
+	ch := make(chan struct{})
+	dir, err := o.spoolDir()
+	if up.Client == nil || err != nil {
+		close(ch)
+		return ch
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, up.SessionID+".*.transcript.jsonl"))
+	go func() {
+		defer close(ch)
+		p := &TranscriptPushOptions{g: o.g, deps: TranscriptDeps{
+			NewUploader: func(_ context.Context, _ *GlobalOptions, start transcript.StartEvent) (transcript.Uploader, error) {
+				if start.SessionID != up.SessionID {
+					return nil, fmt.Errorf("spooled for session %s, not this run's", start.SessionID)
+				}
+				return &transcriptUploader{c: up.Client, sessionID: up.SessionID, transcriptID: start.TranscriptID}, nil
+			},
+		}}
+		for _, f := range files {
+			if f == current {
+				continue
+			}
+			if _, sealed, err := p.push(ctx, f); err == nil && sealed {
+				_ = os.Remove(f)
+			}
+		}
+	}()
+	return ch
 }
 
 // startRecorder opens the run's transcript. Every run is recorded: in broker
@@ -61,13 +97,24 @@ func (o *ExecOptions) startRecorder(ctx context.Context, up *Upstream, pol *poli
 	if up.Client != nil {
 		uploader = &transcriptUploader{c: up.Client, sessionID: up.SessionID, transcriptID: tid}
 	}
+	// With --require-recording, how long the broker may leave lines
+	// unacknowledged before requests are refused (documented in
+	// docs/transcript.md; tests shorten it).
+	outage := transcript.DefaultBrokerOutageLimit
+	if v := o.Getenv("KUBECTL_AGENT_RECORDING_OUTAGE_LIMIT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, "", fmt.Errorf("KUBECTL_AGENT_RECORDING_OUTAGE_LIMIT=%q: give a positive duration such as 60s", v)
+		}
+		outage = d
+	}
 	grant, _ := json.Marshal(up.Grant)
 	if up.Mode != "broker" {
 		grant = nil
 	}
 	rec, err := transcript.NewRecorder(transcript.RecorderOptions{
 		SessionID: up.SessionID, Key: key, KeyBinding: up.KeyBinding, SpoolPath: spool,
-		Uploader: uploader, RequireRecording: o.RequireRecording,
+		Uploader: uploader, RequireRecording: o.RequireRecording, BrokerOutageLimit: outage,
 		Start: transcript.StartEvent{
 			TranscriptID: tid, Cluster: up.Cluster, Mode: up.Mode, PolicyDigest: pol.Digest(),
 			Identity: up.Identity, Grant: grant,

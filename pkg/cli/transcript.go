@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
+	"github.com/kubectl-agent/kubectl-agent/pkg/session"
 	"github.com/kubectl-agent/kubectl-agent/pkg/transcript"
 	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
 )
@@ -596,7 +597,7 @@ line twice is harmless). Without FILE arguments it pushes every *.transcript.jso
   kubectl agent transcript push ~/.cache/kubectl-agent/transcripts/4f1c....transcript.jsonl --remove`,
 		RunE: runOptions(o),
 	}
-	cmd.Flags().StringVar(&o.Dir, "dir", "", "spool directory (default: the cache directory's kubectl-agent/transcripts)")
+	cmd.Flags().StringVar(&o.Dir, "dir", "", "spool directory (default: transcripts/ in the session cache folder, where exec spools)")
 	cmd.Flags().BoolVar(&o.Remove, "remove", false, "delete each sealed transcript once the broker holds all of it")
 	return cmd
 }
@@ -608,11 +609,13 @@ func (o *TranscriptPushOptions) Complete(args []string) error {
 		return nil
 	}
 	if o.Dir == "" {
-		d, err := transcript.SpoolDir()
+		// Where exec spools: beside the session cache ($KUBECACHEDIR,
+		// the CI job's temporary folder, or ~/.kube/cache).
+		d, err := session.DefaultCacheDir(os.Getenv)
 		if err != nil {
 			return err
 		}
-		o.Dir = d
+		o.Dir = filepath.Join(d, "transcripts")
 	}
 	m, err := filepath.Glob(filepath.Join(o.Dir, "*.transcript.jsonl"))
 	if err != nil {
