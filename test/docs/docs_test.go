@@ -97,6 +97,13 @@ func TestEverySnippetIsValid(t *testing.T) {
 				if !bytes.Contains(s.body, []byte("id_tokens:")) || !bytes.Contains(s.body, []byte("aud:")) {
 					t.Fatalf("a GitLab job needs id_tokens with an aud")
 				}
+			case "broker-fragment":
+				// trustRules shown alone: checked inside a minimal config that
+				// defines the issuer and cluster they name.
+				doc := append([]byte(brokerHeader), s.body...)
+				if _, err := config.Parse(s.where, doc); err != nil {
+					t.Fatalf("trust rule fragment does not validate inside a BrokerConfig: %v", err)
+				}
 			case "policy-fragment":
 				doc := append([]byte("apiVersion: kubectl-agent.io/v1alpha1\nkind: Policy\n"), s.body...)
 				if _, err := policy.Parse(doc, s.where); err != nil {
@@ -146,6 +153,24 @@ func TestEverySnippetIsValid(t *testing.T) {
 	}
 }
 
+// brokerHeader completes a trustRules fragment into a BrokerConfig.
+const brokerHeader = `apiVersion: kubectl-agent.io/v1alpha1
+kind: BrokerConfig
+publicURL: https://agent-broker.example.com
+listen: 127.0.0.1:8080
+store:
+  url: sqlite:///var/lib/agent-broker/broker.db
+issuers:
+- issuer: https://token.actions.githubusercontent.com
+  audiences: [https://agent-broker.example.com]
+clusters:
+- name: prod
+  server: https://prod.k8s.example.com
+  backend:
+    type: kubernetes
+    kubernetes: {namespace: agent-broker}
+`
+
 func classify(s snippet) string {
 	b := s.body
 	switch {
@@ -159,6 +184,8 @@ func classify(s snippet) string {
 		return "aws-auth"
 	case bytes.HasPrefix(b, []byte("exec:")):
 		return "exec-fragment"
+	case bytes.HasPrefix(b, []byte("trustRules:")):
+		return "broker-fragment"
 	case bytes.HasPrefix(b, []byte("mask:")) || bytes.HasPrefix(b, []byte("rules:")):
 		return "policy-fragment"
 	case bytes.Contains(b, []byte("kind: BrokerConfig")):
