@@ -22,6 +22,11 @@
 //
 // Streams are processed item by item (lists) and event by event (watches), so
 // memory is bounded by the largest object, not by the size of the response.
+// Stream, Watch and Bytes work on the JSON bytes (walk.go): a validating
+// scanner finds the spans of the values to hide and everything else is copied
+// through unchanged, with no decoding into maps. Object is the map-based form
+// of the same rules, for callers that hold a decoded object already; the tests
+// check the two against each other.
 package mask
 
 import (
@@ -104,20 +109,6 @@ func (m *Masker) maxPaths() int {
 		return m.MaxPaths
 	}
 	return 1000
-}
-
-func (r *Result) add(max int, paths []string) {
-	if len(paths) == 0 {
-		return
-	}
-	r.Objects++
-	for _, p := range paths {
-		if len(r.Paths) < max {
-			r.Paths = append(r.Paths, p)
-		} else {
-			r.MorePaths++
-		}
-	}
 }
 
 // keysFor returns whether kind is masked and by which key expressions (nil

@@ -21,9 +21,9 @@
 // Content types: the proxy always asks upstream for JSON for resource
 // requests (keeping the as=Table / as=PartialObjectMetadata parameters), never
 // protobuf or CBOR, and lets Go's transport undo gzip, so that it can parse
-// every response it must mask; a resource response in any other type (except
-// pods/log text and */proxy subresources, which are passed through) is
-// refused with 502. Request bodies must be JSON, YAML or a JSON/YAML patch
+// every response it must mask; a resource response in any other type or
+// encoding, or with a content type that does not parse (except pods/log text
+// and */proxy subresources, which are passed through) is refused with 502. Request bodies must be JSON, YAML or a JSON/YAML patch
 // type. A protobuf body (kubectl sends one for `create namespace`, client-go
 // for typed clients that ask for it) is converted to JSON with client-go's
 // scheme before it is inspected, and forwarded as that JSON; protobuf of a
@@ -33,7 +33,8 @@
 // Recording: a denied or refused request is recorded before the answer is
 // written. An allowed one is recorded after its response (stage
 // ResponseComplete; an upgraded stream at stage ResponseStarted, when the
-// upstream said 101, before any stream byte moves). With RequireRecording, an
+// upstream said 101, before any stream byte moves; a watch both when it
+// starts and when it ends). With RequireRecording, an
 // allowed request is also recorded before it is forwarded (stage
 // RequestReceived), and when that fails the request is refused with 503 and
 // never reaches the cluster.
