@@ -683,7 +683,7 @@ func tamper(from, to string) (int, error) {
 // logout ends the run: the broker deletes its ServiceAccount.
 func (d *demo) logout(ctx context.Context) error {
 	d.section("the job ends: `kubectl agent logout` ends the session and the broker deletes the run's ServiceAccount")
-	before, err := d.cs.CoreV1().ServiceAccounts(brokerNS).List(ctx, metav1.ListOptions{})
+	before, err := d.serviceAccounts(ctx)
 	if err != nil {
 		return err
 	}
@@ -694,15 +694,33 @@ func (d *demo) logout(ctx context.Context) error {
 	if r.code != 0 {
 		return fmt.Errorf("kubectl agent logout exited %d", r.code)
 	}
-	after, err := d.cs.CoreV1().ServiceAccounts(brokerNS).List(ctx, metav1.ListOptions{})
+	after, err := d.serviceAccounts(ctx)
 	if err != nil {
 		return err
 	}
-	if len(after.Items) >= len(before.Items) {
-		return fmt.Errorf("the broker's namespace holds %d ServiceAccounts after logout, %d before", len(after.Items), len(before.Items))
+	var gone []string
+	for name := range before {
+		if !after[name] {
+			gone = append(gone, name)
+		}
 	}
-	d.u.OK("the run's ServiceAccount is gone (%d -> %d in %s); its token dies with it", len(before.Items), len(after.Items), brokerNS)
+	if len(gone) != 1 {
+		return fmt.Errorf("logout removed ServiceAccounts %v from %s, want exactly the run's one", gone, brokerNS)
+	}
+	d.u.OK("ServiceAccount %s/%s is gone; its token stops working within seconds (the apiserver caches tokens ~10s)", brokerNS, gone[0])
 	return nil
+}
+
+func (d *demo) serviceAccounts(ctx context.Context) (map[string]bool, error) {
+	list, err := d.cs.CoreV1().ServiceAccounts(brokerNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing ServiceAccounts in %s: %w", brokerNS, err)
+	}
+	names := map[string]bool{}
+	for _, sa := range list.Items {
+		names[sa.Name] = true
+	}
+	return names, nil
 }
 
 // ---- helpers
