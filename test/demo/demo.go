@@ -48,13 +48,9 @@ type Options struct {
 	Out io.Writer
 }
 
-// Names the demo gives things. A fresh control plane has none of them; the
-// shared test control plane runs the demo once.
+// Names the demo gives things.
 const (
 	clusterName = "demo"
-	brokerNS    = "agent-broker"
-	appNS       = "shop"
-	stagingNS   = "staging"
 	repository  = "acme/app"
 	reviewer    = "alice"
 	podName     = "web"
@@ -85,6 +81,8 @@ type demo struct {
 	runID      string
 	secret     string   // the Secret value that must never show
 	files      []string // the transcripts, one per exec, in step order
+	// Namespaces: the broker's, the app's, and the one the run deletes.
+	brokerNS, appNS, stagingNS string
 }
 
 func run(ctx context.Context, o Options) (err error) {
@@ -92,7 +90,13 @@ func run(ctx context.Context, o Options) (err error) {
 	// One lock for every line: the reviewer speaks while a step runs.
 	out := &lockedWriter{w: o.Out}
 	u := ui.New(out)
-	d := &demo{u: u, out: out, binDir: o.BinDir}
+	d := &demo{u: u, out: out, binDir: o.BinDir, brokerNS: "agent-broker", appNS: "shop", stagingNS: "staging"}
+	if o.Cluster != nil {
+		// A shared control plane may have seen the demo before (go test
+		// -count=2), and staging stays Terminating forever there.
+		sfx := "-" + randomHex(3)
+		d.brokerNS, d.appNS, d.stagingNS = d.brokerNS+sfx, d.appNS+sfx, d.stagingNS+sfx
+	}
 	defer func() {
 		if d.stopBroker != nil {
 			d.stopBroker()
@@ -157,21 +161,21 @@ func run(ctx context.Context, o Options) (err error) {
 // setup is what a platform team does once: namespaces, the app's Secret, and
 // RBAC that lets alice decide approvals.
 func (d *demo) setup(ctx context.Context) error {
-	d.u.Step("platform team: namespaces %s and %s, a Secret in %s, and RBAC that lets %s approve held requests", appNS, stagingNS, appNS, reviewer)
-	for _, ns := range []string{brokerNS, appNS, stagingNS} {
+	d.u.Step("platform team: namespaces %s and %s, a Secret in %s, and RBAC that lets %s approve held requests", d.appNS, d.stagingNS, d.appNS, reviewer)
+	for _, ns := range []string{d.brokerNS, d.appNS, d.stagingNS} {
 		if err := d.ensureNamespace(ctx, ns); err != nil {
 			return err
 		}
 	}
 	d.secret = "hunter2-" + randomHex(6)
-	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-credentials", Namespace: appNS},
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "db-credentials", Namespace: d.appNS},
 		StringData: map[string]string{"username": "app", "password": d.secret}}
-	if _, err := d.cs.CoreV1().Secrets(appNS).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+	if _, err := d.cs.CoreV1().Secrets(d.appNS).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
 		if !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating Secret %s/db-credentials: %w", appNS, err)
+			return fmt.Errorf("creating Secret %s/db-credentials: %w", d.appNS, err)
 		}
-		if _, err := d.cs.CoreV1().Secrets(appNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("updating Secret %s/db-credentials: %w", appNS, err)
+		if _, err := d.cs.CoreV1().Secrets(d.appNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating Secret %s/db-credentials: %w", d.appNS, err)
 		}
 	}
 	name := "kubectl-agent-approvers"
@@ -241,7 +245,7 @@ clusters:
   caFile: {{dir}}/cluster-ca.pem
   backend:
     type: kubernetes
-    kubernetes: {kubeconfig: {{kubeconfig}}, namespace: ` + brokerNS + `}
+    kubernetes: {kubeconfig: {{kubeconfig}}, namespace: {{brokerns}}}
 trustRules:
 - name: app-deploys-from-main
   issuer: {{issuer}}
@@ -249,7 +253,7 @@ trustRules:
   cluster: ` + clusterName + `
   ttl: 30m
   grant:
-    namespaces: [` + appNS + `, ` + stagingNS + `]
+    namespaces: [{{app}}, {{staging}}]
     rules:
     - verbs: [get, list, watch, create, update, patch, delete]
       apiGroups: ["", apps]
@@ -306,7 +310,7 @@ func (d *demo) startBroker(ctx context.Context) error {
 		return err
 	}
 	cfg := strings.NewReplacer("{{url}}", d.brokerURL, "{{addr}}", addr, "{{dir}}", dir, "{{issuer}}", iss.URL,
-		"{{server}}", d.c.Server, "{{kubeconfig}}", d.c.AdminKubeconfig).Replace(brokerConfig)
+		"{{server}}", d.c.Server, "{{app}}", d.appNS, "{{staging}}", d.stagingNS, "{{brokerns}}", d.brokerNS, "{{kubeconfig}}", d.c.AdminKubeconfig).Replace(brokerConfig)
 	cfgFile := filepath.Join(dir, "broker.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return err
@@ -357,7 +361,7 @@ func (d *demo) startBroker(ctx context.Context) error {
 			return fmt.Errorf("agent-broker not ready after 30s:\n%s", tail())
 		}
 	}
-	d.u.OK("broker ready: trust rule app-deploys-from-main grants %s's runs on main namespaces %s and %s for 30m, with its policy", repository, appNS, stagingNS)
+	d.u.OK("broker ready: trust rule app-deploys-from-main grants %s's runs on main namespaces %s and %s for 30m, with its policy", repository, d.appNS, d.stagingNS)
 	return nil
 }
 
@@ -426,27 +430,27 @@ spec:
 `
 
 func (d *demo) deploy(ctx context.Context) error {
-	d.section("1. deploy the app: allowed, since the grant covers namespace %s", appNS)
+	d.section("1. deploy the app: allowed, since the grant covers namespace %s", d.appNS)
 	if err := os.WriteFile(filepath.Join(d.work, "app.yaml"), []byte(appManifest), 0o600); err != nil {
 		return err
 	}
-	r, err := d.agentExec(ctx, "1-deploy", "kubectl", "apply", "-n", appNS, "-f", "app.yaml")
+	r, err := d.agentExec(ctx, "1-deploy", "kubectl", "apply", "-n", d.appNS, "-f", "app.yaml")
 	if err != nil {
 		return err
 	}
 	if r.code != 0 {
 		return fmt.Errorf("kubectl apply exited %d, want 0", r.code)
 	}
-	if _, err := d.cs.AppsV1().Deployments(appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
+	if _, err := d.cs.AppsV1().Deployments(d.appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("the Deployment is not in the cluster: %w", err)
 	}
-	if _, err := d.cs.CoreV1().Services(appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
+	if _, err := d.cs.CoreV1().Services(d.appNS).Get(ctx, "web", metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("the Service is not in the cluster: %w", err)
 	}
 	if err := d.waitPodRunning(ctx); err != nil {
 		return err
 	}
-	d.u.OK("Deployment, Service and Pod %s/web are in the cluster; kwok runs the Pod", appNS)
+	d.u.OK("Deployment, Service and Pod %s/web are in the cluster; kwok runs the Pod", d.appNS)
 	return nil
 }
 
@@ -475,7 +479,7 @@ func (d *demo) deleteKubeSystem(ctx context.Context) error {
 
 func (d *demo) readSecret(ctx context.Context) error {
 	d.section("3. read Secret db-credentials: RBAC allows it, the proxy masks every value before kubectl sees it")
-	r, err := d.agentExec(ctx, "3-secret", "kubectl", "get", "secret", "db-credentials", "-n", appNS, "-o", "yaml")
+	r, err := d.agentExec(ctx, "3-secret", "kubectl", "get", "secret", "db-credentials", "-n", d.appNS, "-o", "yaml")
 	if err != nil {
 		return err
 	}
@@ -501,7 +505,7 @@ func (d *demo) readSecret(ctx context.Context) error {
 }
 
 func (d *demo) deleteStaging(ctx context.Context) error {
-	d.section("4. delete namespace %s: held by rule namespace-deletes-need-a-human until a person approves", stagingNS)
+	d.section("4. delete namespace %s: held by rule namespace-deletes-need-a-human until a person approves", d.stagingNS)
 	type decided struct {
 		id  string
 		err error
@@ -513,7 +517,7 @@ func (d *demo) deleteStaging(ctx context.Context) error {
 		id, err := d.review(rctx)
 		done <- decided{id, err}
 	}()
-	r, err := d.agentExec(ctx, "4-staging", "kubectl", "delete", "ns", stagingNS, "--wait=false")
+	r, err := d.agentExec(ctx, "4-staging", "kubectl", "delete", "ns", d.stagingNS, "--wait=false")
 	cancel()
 	rev := <-done
 	if err != nil {
@@ -523,14 +527,14 @@ func (d *demo) deleteStaging(ctx context.Context) error {
 		return fmt.Errorf("the reviewer: %w", rev.err)
 	}
 	if r.code != 0 {
-		return fmt.Errorf("kubectl delete ns %s exited %d after approval, want 0", stagingNS, r.code)
+		return fmt.Errorf("kubectl delete ns %s exited %d after approval, want 0", d.stagingNS, r.code)
 	}
-	ns, err := d.cs.CoreV1().Namespaces().Get(ctx, stagingNS, metav1.GetOptions{})
+	ns, err := d.cs.CoreV1().Namespaces().Get(ctx, d.stagingNS, metav1.GetOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading namespace %s: %w", stagingNS, err)
+		return fmt.Errorf("reading namespace %s: %w", d.stagingNS, err)
 	}
 	if err == nil && ns.DeletionTimestamp == nil {
-		return fmt.Errorf("namespace %s is not being deleted", stagingNS)
+		return fmt.Errorf("namespace %s is not being deleted", d.stagingNS)
 	}
 	a, err := d.approval(ctx, rev.id)
 	if err != nil {
@@ -539,7 +543,7 @@ func (d *demo) deleteStaging(ctx context.Context) error {
 	if a.State != api.ApprovalApproved || len(a.Decisions) == 0 || !strings.Contains(a.Decisions[0].Reviewer, reviewer) || a.ConsumedAt.IsZero() {
 		return fmt.Errorf("approval %s: state %s, decisions %+v, used %v; want approved by %s and used", a.ID, a.State, a.Decisions, !a.ConsumedAt.IsZero(), reviewer)
 	}
-	d.u.OK("approval %s recorded (approved by %s, used once); %s is Terminating (no controller-manager here to finish it)", a.ID, a.Decisions[0].Reviewer, stagingNS)
+	d.u.OK("approval %s recorded (approved by %s, used once); %s is Terminating (no controller-manager here to finish it)", a.ID, a.Decisions[0].Reviewer, d.stagingNS)
 	return nil
 }
 
@@ -558,7 +562,7 @@ func (d *demo) review(ctx context.Context) (string, error) {
 				return "", fmt.Errorf("reading approvals list -o json: %w", err)
 			}
 			for _, a := range list.Approvals {
-				if a.Requester.RunID == d.runID && a.Attributes.Name == stagingNS {
+				if a.Requester.RunID == d.runID && a.Attributes.Name == d.stagingNS {
 					id = a.ID
 				}
 			}
@@ -602,7 +606,7 @@ const execScript = `echo "hello from the web pod"; echo "running as uid $(id -u)
 
 func (d *demo) execIntoPod(ctx context.Context) error {
 	d.section("5. exec into Pod web (kwok runs it as a local process): the stream is recorded byte for byte")
-	r, err := d.agentExec(ctx, "5-exec", "kubectl", "exec", "-n", appNS, podName, "--", "sh", "-c", execScript)
+	r, err := d.agentExec(ctx, "5-exec", "kubectl", "exec", "-n", d.appNS, podName, "--", "sh", "-c", execScript)
 	if err != nil {
 		return err
 	}
@@ -705,16 +709,16 @@ func (d *demo) logout(ctx context.Context) error {
 		}
 	}
 	if len(gone) != 1 {
-		return fmt.Errorf("logout removed ServiceAccounts %v from %s, want exactly the run's one", gone, brokerNS)
+		return fmt.Errorf("logout removed ServiceAccounts %v from %s, want exactly the run's one", gone, d.brokerNS)
 	}
-	d.u.OK("ServiceAccount %s/%s is gone; its token stops working within seconds (the apiserver caches tokens ~10s)", brokerNS, gone[0])
+	d.u.OK("ServiceAccount %s/%s is gone; its token stops working within seconds (the apiserver caches tokens ~10s)", d.brokerNS, gone[0])
 	return nil
 }
 
 func (d *demo) serviceAccounts(ctx context.Context) (map[string]bool, error) {
-	list, err := d.cs.CoreV1().ServiceAccounts(brokerNS).List(ctx, metav1.ListOptions{})
+	list, err := d.cs.CoreV1().ServiceAccounts(d.brokerNS).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("listing ServiceAccounts in %s: %w", brokerNS, err)
+		return nil, fmt.Errorf("listing ServiceAccounts in %s: %w", d.brokerNS, err)
 	}
 	names := map[string]bool{}
 	for _, sa := range list.Items {
@@ -729,13 +733,13 @@ func (d *demo) waitPodRunning(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for {
-		p, err := d.cs.CoreV1().Pods(appNS).Get(ctx, podName, metav1.GetOptions{})
+		p, err := d.cs.CoreV1().Pods(d.appNS).Get(ctx, podName, metav1.GetOptions{})
 		if err == nil && p.Status.Phase == corev1.PodRunning {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Pod %s/%s is not Running after 60s", appNS, podName)
+			return fmt.Errorf("Pod %s/%s is not Running after 60s", d.appNS, podName)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +52,8 @@ func buildBinaries(t *testing.T) string {
 
 // The whole demo against the package's control plane: every step checks its
 // own outcome and run returns an error when one does not behave as claimed;
-// the story says what each step claims, and nothing it started is left.
+// the story says what each step claims, and nothing it started is left. It
+// runs again on the same control plane (-count=2), as make demo runs again.
 func TestDemo(t *testing.T) {
 	c := cluster.Shared(t)
 	bin := buildBinaries(t)
@@ -67,11 +70,11 @@ func TestDemo(t *testing.T) {
 	}
 	story := out.String()
 	for _, want := range []string{
-		"$ kubectl agent exec --transcript 1-deploy.transcript.jsonl -- kubectl apply -n shop -f app.yaml",
+		"$ kubectl agent exec --transcript 1-deploy.transcript.jsonl -- kubectl apply -n shop-",
 		`deployment.apps/web created`,
 		`Error from server (Forbidden)`,
 		`password: ` + mask.PlaceholderB64,
-		`namespace "staging" deleted`,
+		`namespace "staging-`,
 		`approved apr-`,
 		"hello from the web pod",
 		"HELLO",
@@ -89,6 +92,15 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(story, "▸ "+step) {
 			t.Errorf("no step line %q", step)
 		}
+	}
+	// The broker process is stopped: its port no longer answers.
+	m := regexp.MustCompile(`agent-broker on SQLite at (http://\S+)`).FindStringSubmatch(story)
+	if m == nil {
+		t.Fatal("the story does not say where the broker listens")
+	}
+	if resp, err := http.Get(m[1] + "/readyz"); err == nil {
+		resp.Body.Close()
+		t.Errorf("the broker at %s still answers after the demo", m[1])
 	}
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "ka-demo-*"))
 	if len(after) > len(before) {
