@@ -739,7 +739,7 @@ func (d *demo) waitPodRunning(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("Pod %s/%s is not Running after 60s", d.appNS, podName)
+			return fmt.Errorf("pod %s/%s is not Running after 60s", d.appNS, podName)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
