@@ -97,15 +97,6 @@ func run(ctx context.Context, o Options) (err error) {
 		sfx := "-" + randomHex(3)
 		d.brokerNS, d.appNS, d.stagingNS = d.brokerNS+sfx, d.appNS+sfx, d.stagingNS+sfx
 	}
-	defer func() {
-		if d.stopBroker != nil {
-			d.stopBroker()
-		}
-		if d.issuer != nil {
-			_ = d.issuer.Close()
-		}
-	}()
-
 	work, err := os.MkdirTemp("", "ka-demo-")
 	if err != nil {
 		return err
@@ -123,6 +114,15 @@ func run(ctx context.Context, o Options) (err error) {
 		u.OK("kube-apiserver %s ready at %s in %s", c.Version, c.Server, time.Since(start).Round(100*time.Millisecond))
 	}
 	d.c, d.cs = c, c.Clientset()
+	// Runs before the control plane stops and the work folder goes.
+	defer func() {
+		if d.stopBroker != nil {
+			d.stopBroker()
+		}
+		if d.issuer != nil {
+			_ = d.issuer.Close()
+		}
+	}()
 
 	steps := []struct {
 		name string

@@ -42,7 +42,7 @@ func main() {
 	default:
 		var se *stepError
 		if errors.As(err, &se) {
-			fmt.Fprintf(os.Stderr, "demo failed at step %q: %v\n", se.step, se.err)
+			fmt.Fprintf(os.Stderr, "demo failed at step %q (see above): it did not behave as the demo claims\n", se.step)
 		} else {
 			fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
 		}
