@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	"strings"
 	"time"
 
@@ -144,6 +145,9 @@ func (b *Backend) Issue(ctx context.Context, req backend.Request) (*api.Credenti
 			return nil, fmt.Errorf("applying RoleBinding %s/%s: %w", ns, name, err)
 		}
 	}
+	if err := b.waitAuthorized(ctx, name, req.Grant); err != nil {
+		return nil, err
+	}
 	secs := int64(remaining / time.Second)
 	if secs < MinTokenSeconds {
 		secs = MinTokenSeconds
@@ -263,3 +267,59 @@ func (b *Backend) Ready(ctx context.Context) error {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// waitAuthorized waits until the apiserver authorizes the first granted rule
+// for the session's ServiceAccount. RBAC is served from an informer cache, so
+// a binding just created can take a moment to count; a token handed out
+// before then gets Forbidden on the run's first call (seen under load).
+func (b *Backend) waitAuthorized(ctx context.Context, sa string, g api.Grant) error {
+	if len(g.Rules) == 0 || len(g.Rules[0].Verbs) == 0 {
+		return nil
+	}
+	r := g.Rules[0]
+	attrs := &authorizationv1.ResourceAttributes{Verb: concrete(r.Verbs, "get")}
+	if len(r.NonResourceURLs) > 0 && len(r.Resources) == 0 {
+		return nil // a non-resource grant: nothing namespaced to wait for
+	}
+	attrs.Group = concrete(r.APIGroups, "")
+	res := concrete(r.Resources, "pods")
+	attrs.Resource, attrs.Subresource, _ = strings.Cut(res, "/")
+	if len(r.ResourceNames) > 0 {
+		attrs.Name = r.ResourceNames[0]
+	}
+	if len(g.Namespaces) > 0 {
+		attrs.Namespace = g.Namespaces[0]
+	}
+	// How the apiserver names a ServiceAccount and its groups.
+	user := "system:serviceaccount:" + b.ns + ":" + sa
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + b.ns, "system:authenticated"}
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, Groups: groups, ResourceAttributes: attrs,
+	}}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	for {
+		resp, err := b.c.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("checking that the grant of %s is in effect: %w", user, err)
+		}
+		if resp.Status.Allowed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the apiserver did not authorize %s %s for %s within 15s of granting it (%s)", attrs.Verb, res, user, resp.Status.Reason)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// concrete is the first value of vs that is not a wildcard, or def.
+func concrete(vs []string, def string) string {
+	for _, v := range vs {
+		if v != "*" && !strings.Contains(v, "*") {
+			return v
+		}
+	}
+	return def
+}
