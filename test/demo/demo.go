@@ -46,6 +46,10 @@ type Options struct {
 	// Out receives the story, styled when it is a terminal and NO_COLOR is
 	// unset.
 	Out io.Writer
+
+	// editConfig, for tests, changes the broker's config (to break a claim
+	// and see the demo fail).
+	editConfig func(string) string
 }
 
 // Names the demo gives things.
@@ -72,6 +76,7 @@ type demo struct {
 	c          *cluster.Cluster
 	cs         kubernetes.Interface
 	binDir     string
+	editConfig func(string) string
 	work       string
 	issuer     *oidcissuer.Issuer
 	brokerURL  string
@@ -90,7 +95,7 @@ func run(ctx context.Context, o Options) (err error) {
 	// One lock for every line: the reviewer speaks while a step runs.
 	out := &lockedWriter{w: o.Out}
 	u := ui.New(out)
-	d := &demo{u: u, out: out, binDir: o.BinDir, brokerNS: "agent-broker", appNS: "shop", stagingNS: "staging"}
+	d := &demo{u: u, out: out, binDir: o.BinDir, editConfig: o.editConfig, brokerNS: "agent-broker", appNS: "shop", stagingNS: "staging"}
 	if o.Cluster != nil {
 		// A shared control plane may have seen the demo before (go test
 		// -count=2), and staging stays Terminating forever there.
@@ -311,6 +316,9 @@ func (d *demo) startBroker(ctx context.Context) error {
 	}
 	cfg := strings.NewReplacer("{{url}}", d.brokerURL, "{{addr}}", addr, "{{dir}}", dir, "{{issuer}}", iss.URL,
 		"{{server}}", d.c.Server, "{{app}}", d.appNS, "{{staging}}", d.stagingNS, "{{brokerns}}", d.brokerNS, "{{kubeconfig}}", d.c.AdminKubeconfig).Replace(brokerConfig)
+	if d.editConfig != nil {
+		cfg = d.editConfig(cfg)
+	}
 	cfgFile := filepath.Join(dir, "broker.yaml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		return err

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -105,6 +106,39 @@ func TestDemo(t *testing.T) {
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "ka-demo-*"))
 	if len(after) > len(before) {
 		t.Errorf("the demo left temp dirs: %v (before: %v)", after, before)
+	}
+}
+
+// A step whose claim does not hold fails the demo, with the step named, and
+// the demo goes no further: here the deny rule has another name than the one
+// step 2 says denies the delete.
+func TestDemoFailsWhenAClaimDoesNot(t *testing.T) {
+	c := cluster.Shared(t)
+	bin := buildBinaries(t)
+	var out syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rename := func(cfg string) string {
+		edited := strings.Replace(cfg, "- name: system-namespaces-stay", "- name: keep-system-namespaces", 1)
+		if edited == cfg {
+			t.Error("the broker config has no rule system-namespaces-stay")
+		}
+		return edited
+	}
+	err := run(ctx, Options{Cluster: c, BinDir: bin, Out: &out, editConfig: rename})
+	var se *stepError
+	if !errors.As(err, &se) || se.step != "2 delete kube-system" {
+		t.Fatalf("demo with a renamed rule: %v, want a failure at step 2\n%s", err, out.String())
+	}
+	story := out.String()
+	if !strings.Contains(story, `✗ kubectl did not print the Forbidden line naming rule system-namespaces-stay`) {
+		t.Errorf("the story does not say what failed:\n%s", story)
+	}
+	if !strings.Contains(story, `policy rule "keep-system-namespaces"`) {
+		t.Errorf("the delete was not denied by the renamed rule:\n%s", story)
+	}
+	if strings.Contains(story, "3. read Secret") {
+		t.Error("the demo went on after a failed step")
 	}
 }
 
