@@ -10,8 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -193,4 +195,104 @@ func TestIndentWriter(t *testing.T) {
 	if capture.String() != "one\ntwo\nthree" {
 		t.Errorf("captured %q", capture.String())
 	}
+}
+
+// Ctrl-C in the middle of a step (SIGINT to the demo's whole process group,
+// as a terminal sends it): the demo exits 130 and leaves no process and no
+// folder behind: not the control plane, not the broker, not kubectl-agent.
+func TestInterruptCleansUp(t *testing.T) {
+	bin := buildBinaries(t)
+	demoBin := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", demoBin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("building the demo: %v\n%s", err, out)
+	}
+	cmd := exec.Command(demoBin, "--bin", bin)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out syncBuffer
+	var errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+
+	// Wait for step 1 to start; by then the control plane and broker run.
+	deadline := time.After(2 * time.Minute)
+	for !strings.Contains(out.String(), "▸ 1. deploy") {
+		select {
+		case err := <-waited:
+			t.Fatalf("the demo ended before step 1: %v\n%s%s", err, out.String(), errOut.String())
+		case <-deadline:
+			t.Fatalf("no step 1 after 2 minutes:\n%s", out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	kids := children(t, cmd.Process.Pid)
+	var dirs []string
+	tmp := regexp.MustCompile(regexp.QuoteMeta(os.TempDir()) + `/ka-(?:cluster|demo)-[0-9]+`)
+	for _, k := range kids {
+		dirs = append(dirs, tmp.FindAllString(k.cmdline, -1)...)
+	}
+	if len(kids) < 4 || len(dirs) == 0 {
+		t.Fatalf("expected etcd, kube-apiserver, kwok and agent-broker under the demo, found %+v", kids)
+	}
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the demo did not exit within 60s of SIGINT:\n%s", out.String())
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 || !strings.Contains(errOut.String(), "demo interrupted") {
+		t.Errorf("after SIGINT: %v, stderr %q; want exit 130 and a line saying so", err, errOut.String())
+	}
+	for _, k := range kids {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k.pid)); err == nil && string(b) == k.raw {
+			t.Errorf("process %d is still running: %s", k.pid, k.cmdline)
+		}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("folder %s is left behind", d)
+		}
+	}
+}
+
+type proc struct {
+	pid          int
+	raw, cmdline string
+}
+
+// children lists the processes whose parent is pid.
+func children(t *testing.T, pid int) []proc {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	var out []proc
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesized command: state, ppid, ...
+		rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+		f := strings.Fields(string(rest))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+		out = append(out, proc{pid: p, raw: string(raw), cmdline: strings.ReplaceAll(string(raw), "\x00", " ")})
+	}
+	return out
 }

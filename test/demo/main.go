@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,18 +20,19 @@ import (
 )
 
 func main() {
+	binFlag := flag.String("bin", "bin", "folder holding kubectl-agent and agent-broker (make build puts them in ./bin)")
+	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root, err := os.Getwd()
+	bin, err := filepath.Abs(*binFlag)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(1)
 	}
-	bin := filepath.Join(root, "bin")
 	for _, b := range []string{"kubectl-agent", "agent-broker"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			fmt.Fprintf(os.Stderr, "demo: %s is missing: run `make demo` (it runs `make build` first) from the repository root\n", filepath.Join(bin, b))
-			os.Exit(1)
+			fmt.Fprintf(os.Stderr, "demo: %s is missing: run `make demo` (it runs `make build` first) from the repository root, or pass --bin DIR\n", filepath.Join(bin, b))
+			os.Exit(2)
 		}
 	}
 	err = run(ctx, Options{BinDir: bin, Out: os.Stdout})
