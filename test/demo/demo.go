@@ -44,7 +44,7 @@ type Options struct {
 	// BinDir holds kubectl-agent and agent-broker.
 	BinDir string
 	// Out receives the story, styled when it is a terminal and NO_COLOR is
-	// unset.
+	// unset. It must be safe for concurrent writes, as an *os.File is.
 	Out io.Writer
 
 	// editConfig, for tests, changes the broker's config (to break a claim
@@ -92,9 +92,11 @@ type demo struct {
 
 func run(ctx context.Context, o Options) (err error) {
 	start := time.Now()
-	// One lock for every line: the reviewer speaks while a step runs.
+	// The reviewer speaks while a step runs: Out must take concurrent writes
+	// (an *os.File does), and each line is one write. pkg/ui gets Out itself,
+	// so that it sees a terminal when there is one.
 	out := &lockedWriter{w: o.Out}
-	u := ui.New(out)
+	u := ui.New(o.Out)
 	d := &demo{u: u, out: out, binDir: o.BinDir, editConfig: o.editConfig, brokerNS: "agent-broker", appNS: "shop", stagingNS: "staging"}
 	if o.Cluster != nil {
 		// A shared control plane may have seen the demo before (go test
@@ -852,15 +854,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-// Fd lets pkg/ui see whether the stream underneath is a terminal; a stream
-// without a descriptor gets one that is not a terminal.
-func (l *lockedWriter) Fd() uintptr {
-	if f, ok := l.w.(interface{ Fd() uintptr }); ok {
-		return f.Fd()
-	}
-	return ^uintptr(0)
 }
 
 // indentWriter writes complete lines indented, and keeps a copy.
