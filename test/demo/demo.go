@@ -379,7 +379,7 @@ func (d *demo) startBroker(ctx context.Context) error {
 // environment: no kubeconfig of its own, only the broker, the cluster name
 // and the token.
 func (d *demo) pipelineIdentity(ctx context.Context) error {
-	d.runID = strconv.FormatInt(time.Now().Unix()%10_000_000_000, 10)
+	d.runID = strconv.FormatInt(time.Now().Unix(), 10) // any number; GitHub uses a counter
 	claims := d.issuer.GitHubClaims(repository, d.runID, d.brokerURL)
 	tokenFile := filepath.Join(d.work, "id-token")
 	if err := os.WriteFile(tokenFile, []byte(d.issuer.Mint(claims)), 0o600); err != nil {
