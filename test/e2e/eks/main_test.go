@@ -1,0 +1,197 @@
+// Package eks_test runs the eks backend end to end the way EKS runs it: a real
+// kube-apiserver authenticates the broker's "k8s-aws-v1." tokens through a
+// token-review webhook (iamauth.Webhook: aws-iam-authenticator's verifier
+// plus an access-entry-like role mapping), which sends each token's presigned
+// GetCallerIdentity to the local STS stand-in (ststest), and RBAC authorizes
+// the mapped user. The real agent-broker process assumes the role at the
+// stand-in with its own static AWS credentials; the real kubectl gets its token
+// through `kubectl agent credential`, written into a kubeconfig by `kubectl
+// agent kubeconfig`, from a GitHub-shaped OIDC token of the issuer stand-in.
+//
+// The webhook and the stand-in must exist before the apiserver starts (its
+// flags name the webhook), so TestMain starts them, then the control plane.
+package eks_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/iamauth"
+	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/ststest"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
+)
+
+// The AWS side of the test: the broker's IAM user, the role runs assume, and
+// the EKS cluster's name (signed into every token as x-k8s-aws-id).
+const (
+	clusterID    = "e2e-eks"
+	region       = "us-east-1"
+	brokerARN    = "arn:aws:iam::111122223333:user/agent-broker"
+	brokerKey    = "AKIAIOSFODNN7EXAMPLE"
+	brokerSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+	ciRoleARN    = "arn:aws:iam::111122223333:role/kubectl-agent-ci"
+	ciRoleID     = "AROAEXAMPLEROLEID0001"
+	// unmappedRoleARN is trusted by STS but has no access entry, so its
+	// tokens verify at STS and still do not authenticate.
+	unmappedRoleARN = "arn:aws:iam::111122223333:role/not-in-the-cluster"
+	// ciGroup is the access entry's Kubernetes group; RBAC binds it.
+	ciGroup = "kubectl-agent-ci"
+	// userPrefix is the access entry's username template before {{SessionName}}.
+	userPrefix = "kubectl-agent:"
+)
+
+// standIns is what TestMain started before the control plane. A test package is
+// one process, so a package variable is where TestMain's state lives (as in
+// package cluster).
+var standIns struct {
+	sts *ststest.Server
+	// reviews counts the TokenReviews the apiserver sent the webhook; it
+	// proves the apiserver consulted it.
+	reviews atomic.Int64
+	// caFile holds the stand-in's CA for the broker's SDK (AWS_CA_BUNDLE).
+	caFile string
+}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "ka-eks-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eks e2e:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	s, err := ststest.Start(ststest.Options{
+		Region:     region,
+		Principals: []ststest.Principal{{ARN: brokerARN, UserID: "AIDAEXAMPLEUSERID0001", AccessKeyID: brokerKey, SecretAccessKey: brokerSecret}},
+		Roles: []ststest.Role{
+			{ARN: ciRoleARN, RoleID: ciRoleID, Trusted: []string{brokerARN}},
+			{ARN: unmappedRoleARN, RoleID: "AROAEXAMPLEROLEID0002", Trusted: []string{brokerARN}},
+		},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eks e2e: starting the STS stand-in:", err)
+		return 1
+	}
+	defer s.Close()
+	standIns.sts = s
+	standIns.caFile = filepath.Join(dir, "sts-ca.pem")
+	if err := os.WriteFile(standIns.caFile, s.CAPEM, 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "eks e2e:", err)
+		return 1
+	}
+
+	// The webhook is what EKS runs in its control plane: verify the token
+	// (its final GetCallerIdentity goes to the stand-in, whatever STS host
+	// the token names), then map the role like an access entry.
+	wh := &iamauth.Webhook{
+		Verifier: &iamauth.Verifier{ClusterID: clusterID, Region: region, Client: s.Client()},
+		Roles:    []iamauth.RoleMapping{{RoleARN: ciRoleARN, Username: userPrefix + "{{SessionName}}", Groups: []string{ciGroup}}},
+	}
+	srv, caPEM, err := startWebhook(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		standIns.reviews.Add(1)
+		wh.ServeHTTP(w, r)
+	}))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "eks e2e: starting the token-review webhook:", err)
+		return 1
+	}
+	defer srv.Close()
+	kubeconfig := filepath.Join(dir, "webhook.kubeconfig")
+	if err := os.WriteFile(kubeconfig, webhookKubeconfig(srv.URL+"/authenticate", caPEM), 0o600); err != nil {
+		fmt.Fprintln(os.Stderr, "eks e2e:", err)
+		return 1
+	}
+	return cluster.MainWith(m, cluster.Options{APIServerArgs: []string{
+		"--authentication-token-webhook-config-file=" + kubeconfig,
+		"--authentication-token-webhook-version=v1",
+	}})
+}
+
+// webhookKubeconfig is the file kube-apiserver reads to reach the webhook:
+// the "cluster" is the webhook, the "user" is the apiserver (no credential).
+func webhookKubeconfig(url string, caPEM []byte) []byte {
+	return fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: iamauth
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: kube-apiserver
+  user: {}
+contexts:
+- name: webhook
+  context: {cluster: iamauth, user: kube-apiserver}
+current-context: webhook
+`, url, base64.StdEncoding.EncodeToString(caPEM))
+}
+
+// startWebhook serves h over TLS on loopback with a certificate from a
+// throwaway CA, and returns the CA's PEM for the apiserver to trust.
+func startWebhook(h http.Handler) (*httptest.Server, []byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "eks e2e webhook CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the CA certificate: %w", err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "iamauth webhook"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating the webhook certificate: %w", err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+	}
+	srv.StartTLS()
+	return srv, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), nil
+}
