@@ -25,28 +25,6 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
 )
 
-// TranscriptInfo is one stored transcript as the broker lists it (GET
-// /v1/transcripts; the broker's server.TranscriptSummary).
-type TranscriptInfo struct {
-	Session          string           `json:"session"`
-	Transcript       string           `json:"transcript"`
-	Cluster          string           `json:"cluster"`
-	Issuer           string           `json:"issuer,omitempty"`
-	Repository       string           `json:"repository,omitempty"`
-	Run              string           `json:"run,omitempty"`
-	RunAttempt       string           `json:"runAttempt,omitempty"`
-	Subject          string           `json:"subject,omitempty"`
-	SessionCreatedAt time.Time        `json:"sessionCreatedAt"`
-	SessionEndedAt   time.Time        `json:"sessionEndedAt,omitzero"`
-	CreatedAt        time.Time        `json:"createdAt"`
-	UpdatedAt        time.Time        `json:"updatedAt"`
-	Lines            int64            `json:"lines"`
-	Sealed           bool             `json:"sealed"`
-	Unsealed         bool             `json:"unsealed,omitempty"`
-	ExitCode         *int             `json:"exitCode,omitempty"`
-	Counts           map[string]int64 `json:"counts,omitempty"`
-}
-
 // TranscriptFilter selects transcripts at the broker; empty fields match
 // everything. Since and Until are RFC 3339 times or durations back from now.
 type TranscriptFilter struct {
@@ -57,7 +35,7 @@ type TranscriptFilter struct {
 
 // TranscriptClient reads transcripts stored at the broker.
 type TranscriptClient interface {
-	ListTranscripts(ctx context.Context, f TranscriptFilter) ([]TranscriptInfo, error)
+	ListTranscripts(ctx context.Context, f TranscriptFilter) ([]api.TranscriptSummary, error)
 	// GetTranscript returns a transcript's JSON lines ("" transcript id:
 	// the session's transcript recorded before transcripts had ids).
 	GetTranscript(ctx context.Context, sessionID, transcriptID string) ([]byte, error)
@@ -744,7 +722,7 @@ list transcripts.kubectl-agent.io.`,
 				return fmt.Errorf("listing transcripts: %w", err)
 			}
 			if list == nil {
-				list = []TranscriptInfo{}
+				list = []api.TranscriptSummary{}
 			}
 			switch output {
 			case "json":

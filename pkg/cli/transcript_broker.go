@@ -92,7 +92,7 @@ func (c *auditClient) get(ctx context.Context, p string, q url.Values) ([]byte, 
 	return data, nil
 }
 
-func (c *auditClient) ListTranscripts(ctx context.Context, f TranscriptFilter) ([]TranscriptInfo, error) {
+func (c *auditClient) ListTranscripts(ctx context.Context, f TranscriptFilter) ([]api.TranscriptSummary, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"repository": f.Repository, "run": f.Run, "cluster": f.Cluster, "session": f.Session,
 		"since": f.Since, "until": f.Until, "decision": f.Decision} {
@@ -105,7 +105,7 @@ func (c *auditClient) ListTranscripts(ctx context.Context, f TranscriptFilter) (
 		return nil, err
 	}
 	var out struct {
-		Transcripts []TranscriptInfo `json:"transcripts"`
+		Transcripts []api.TranscriptSummary `json:"transcripts"`
 	}
 	if err := json.Unmarshal(data, &out); err != nil {
 		return nil, fmt.Errorf("the broker's answer is not a transcript list: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/term"
+	"github.com/muesli/termenv"
 )
 
 // UI writes status lines to one stream (normally stderr, so that stdout stays
@@ -40,7 +41,7 @@ func NewWithEnv(w io.Writer, env func(string) string) *UI {
 	}
 	u.r = lipgloss.NewRenderer(w)
 	if !u.color {
-		u.r.SetColorProfile(0) // termenv.Ascii: no escape codes at all
+		u.r.SetColorProfile(termenv.Ascii) // no escape codes at all
 	}
 	s := u.r.NewStyle
 	u.styles = styles{

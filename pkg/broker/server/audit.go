@@ -23,53 +23,9 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/transcript"
 )
 
-// Audit queries: people read the transcripts the broker holds.
-const (
-	// PathTranscripts lists transcripts: ?repository=&run=&cluster=&since=&until=&decision=&session=&limit=
-	PathTranscripts = "/v1/transcripts"
-	// PathTranscriptLines is one transcript's JSON lines. The legacy
-	// transcript of a session recorded before transcripts had ids is "-".
-	PathTranscriptLines = "/v1/transcripts/{session}/{transcript}"
-	// TranscriptResource is what readers need RBAC for, in api.ApprovalAPIGroup:
-	// `list` to list, `get` (resourceNames: the session id) to read one.
-	TranscriptResource = "transcripts"
-)
-
-// TranscriptSummary is one transcript in an audit list.
-type TranscriptSummary struct {
-	Session    string `json:"session"`
-	Transcript string `json:"transcript"`
-	Cluster    string `json:"cluster"`
-	Issuer     string `json:"issuer"`
-	Repository string `json:"repository"`
-	Run        string `json:"run"`
-	RunAttempt string `json:"runAttempt,omitempty"`
-	// Subject is the run's token subject (e.g. repo:acme/web:ref:refs/heads/main).
-	Subject          string    `json:"subject,omitempty"`
-	SessionCreatedAt time.Time `json:"sessionCreatedAt"`
-	SessionEndedAt   time.Time `json:"sessionEndedAt,omitzero"`
-	// CreatedAt and UpdatedAt: when the broker stored its first and latest line.
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
-	Lines     int64     `json:"lines"`
-	Sealed    bool      `json:"sealed"`
-	// Unsealed is set when the session ended and this transcript has no seal
-	// (the runner was killed, or its tail is still to be pushed).
-	Unsealed bool `json:"unsealed,omitempty"`
-	// ExitCode and Counts come from the end event of a sealed transcript.
-	ExitCode *int             `json:"exitCode,omitempty"`
-	Counts   map[string]int64 `json:"counts,omitempty"`
-}
-
-// TranscriptList is the answer of GET /v1/transcripts and of GET
-// /v1/sessions/{id}/transcript without ?transcript.
-type TranscriptList struct {
-	Transcripts []TranscriptSummary `json:"transcripts"`
-}
-
-func summarize(ti store.TranscriptInfo) TranscriptSummary {
+func summarize(ti store.TranscriptInfo) api.TranscriptSummary {
 	sess := ti.Session
-	out := TranscriptSummary{
+	out := api.TranscriptSummary{
 		Session: ti.SessionID, Transcript: ti.TranscriptID, Cluster: sess.Cluster,
 		Issuer: sess.Run.Issuer, Repository: sess.Run.Repository, Run: sess.Run.RunID, RunAttempt: sess.Run.RunAttempt,
 		SessionCreatedAt: sess.CreatedAt, SessionEndedAt: sess.EndedAt,
@@ -89,8 +45,8 @@ func summarize(ti store.TranscriptInfo) TranscriptSummary {
 	return out
 }
 
-func transcriptList(ts []store.TranscriptInfo) TranscriptList {
-	out := TranscriptList{Transcripts: make([]TranscriptSummary, 0, len(ts))}
+func transcriptList(ts []store.TranscriptInfo) api.TranscriptList {
+	out := api.TranscriptList{Transcripts: make([]api.TranscriptSummary, 0, len(ts))}
 	for _, ti := range ts {
 		out.Transcripts = append(out.Transcripts, summarize(ti))
 	}
@@ -142,7 +98,7 @@ func (k *KubeReaders) Allowed(ctx context.Context, cluster string, rv approvals.
 	}
 	sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 		User: rv.Name, UID: rv.UID, Groups: rv.Groups,
-		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: api.ApprovalAPIGroup, Resource: TranscriptResource, Name: name},
+		ResourceAttributes: &authzv1.ResourceAttributes{Verb: verb, Group: api.ApprovalAPIGroup, Resource: api.TranscriptResource, Name: name},
 	}}
 	if len(rv.Extra) > 0 {
 		sar.Spec.Extra = map[string]authzv1.ExtraValue{}
@@ -325,7 +281,7 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, serverError())
 		return
 	}
-	out := TranscriptList{Transcripts: []TranscriptSummary{}}
+	out := api.TranscriptList{Transcripts: []api.TranscriptSummary{}}
 	for _, ti := range ts {
 		if !mayList[ti.Session.Cluster] {
 			continue
@@ -350,7 +306,7 @@ func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request) {
 // hasDecision reports whether a transcript holds a request with the
 // decision: from the end event's counts when sealed (allow, deny), from its
 // request events otherwise.
-func (s *Server) hasDecision(ctx context.Context, ti store.TranscriptInfo, sum TranscriptSummary, decision string) (bool, error) {
+func (s *Server) hasDecision(ctx context.Context, ti store.TranscriptInfo, sum api.TranscriptSummary, decision string) (bool, error) {
 	if sum.Counts != nil {
 		switch decision {
 		case "allow":
