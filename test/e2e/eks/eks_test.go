@@ -208,18 +208,34 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 		if code != 0 || u.Username != wantUser {
 			t.Fatalf("the untampered token: exit %d, user %q\n%s", code, u.Username, errOut)
 		}
-		for name, bad := range map[string]string{
-			"one character flipped":  flipChar(tok, len(tok)/2),
-			"signature changed":      changeSignature(t, tok),
-			"cluster id not signed":  unsignClusterID(t, tok),
-			"another STS host":       changeHost(t, tok, "sts.us-east-1.amazonaws.com.attacker.example"),
-			"prefix only":            "k8s-aws-v1.",
-			"no prefix (raw base64)": strings.TrimPrefix(tok, "k8s-aws-v1."),
+		if v, ok := verdict(tok); !ok || !v.Authenticated || v.User.Username != wantUser {
+			t.Fatalf("the webhook's verdict on the untampered token: %+v (asked: %v)", v, ok)
+		}
+		const formatErr = "input token was not properly formatted"
+		for _, tc := range []struct {
+			name, token string
+			// why is what the webhook's verifier must have said: which
+			// check refused the token.
+			why string
+		}{
+			{"one character flipped", flipChar(tok, len(tok)/2), ""},
+			{"signature changed", changeSignature(t, tok), "sts getCallerIdentity failed"},
+			{"cluster id not signed", unsignClusterID(t, tok), "did not sign the x-k8s-aws-id header"},
+			{"another STS host", changeHost(t, tok, "sts.us-east-1.amazonaws.com.attacker.example"), formatErr},
+			{"prefix only", "k8s-aws-v1.", formatErr},
+			{"no prefix", strings.TrimPrefix(tok, "k8s-aws-v1."), `missing expected "k8s-aws-v1." prefix`},
 		} {
-			if bad == tok {
-				t.Fatalf("%s: the tampered token equals the original", name)
+			if tc.token == tok {
+				t.Fatalf("%s: the tampered token equals the original", tc.name)
 			}
-			expectUnauthorized(t, c, name, bad, appNS)
+			expectUnauthorized(t, c, tc.name, tc.token, appNS)
+			v, ok := verdict(tc.token)
+			switch {
+			case !ok:
+				t.Errorf("%s: the apiserver never asked the webhook", tc.name)
+			case v.Authenticated || v.Error == "" || !strings.Contains(v.Error, tc.why):
+				t.Errorf("%s: webhook verdict %+v, want a refusal saying %q", tc.name, v, tc.why)
+			}
 		}
 	})
 
@@ -242,7 +258,11 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 		if code == 0 || !strings.Contains(errOut, mustLogIn) {
 			t.Fatalf("unmapped role through the plugin: exit %d, want kubectl's 401 message\n%s", code, errOut)
 		}
-		expectUnauthorized(t, c, "unmapped role", ju.token(t, agent, b), appNS)
+		tok := ju.token(t, agent, b)
+		expectUnauthorized(t, c, "unmapped role", tok, appNS)
+		if v, ok := verdict(tok); !ok || v.Authenticated || !strings.Contains(v.Error, "ARN is not mapped: "+unmappedRoleARN) {
+			t.Errorf("webhook verdict %+v (asked: %v), want: ARN is not mapped", v, ok)
+		}
 		assumed := false
 		for _, a := range standIns.sts.AssumeRoleCalls() {
 			if a.RoleARN == unmappedRoleARN && a.RoleSessionName == ju.sessionName {

@@ -13,24 +13,32 @@
 package eks_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/iamauth"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/ststest"
@@ -64,6 +72,9 @@ var standIns struct {
 	// reviews counts the TokenReviews the apiserver sent the webhook; it
 	// proves the apiserver consulted it.
 	reviews atomic.Int64
+	// verdicts holds the webhook's answer per token (by its SHA-256), so a
+	// test can tell which check refused a token.
+	verdicts sync.Map // [sha256.Size]byte -> authnv1.TokenReviewStatus
 	// caFile holds the stand-in's CA for the broker's SDK (AWS_CA_BUNDLE).
 	caFile string
 }
@@ -105,10 +116,7 @@ func run(m *testing.M) int {
 		Verifier: &iamauth.Verifier{ClusterID: clusterID, Region: region, Client: s.Client()},
 		Roles:    []iamauth.RoleMapping{{RoleARN: ciRoleARN, Username: userPrefix + "{{SessionName}}", Groups: []string{ciGroup}}},
 	}
-	srv, caPEM, err := startWebhook(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		standIns.reviews.Add(1)
-		wh.ServeHTTP(w, r)
-	}))
+	srv, caPEM, err := startWebhook(recordVerdicts(wh))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "eks e2e: starting the token-review webhook:", err)
 		return 1
@@ -123,6 +131,40 @@ func run(m *testing.M) int {
 		"--authentication-token-webhook-config-file=" + kubeconfig,
 		"--authentication-token-webhook-version=v1",
 	}})
+}
+
+// recordVerdicts wraps the webhook: it counts the reviews and keeps each
+// token's answer in standIns.verdicts.
+func recordVerdicts(wh http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		standIns.reviews.Add(1)
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var in authnv1.TokenReview
+		_ = json.Unmarshal(body, &in)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rec := httptest.NewRecorder()
+		wh.ServeHTTP(rec, r)
+		var out authnv1.TokenReview
+		if json.Unmarshal(rec.Body.Bytes(), &out) == nil {
+			standIns.verdicts.Store(sha256.Sum256([]byte(in.Spec.Token)), out.Status)
+		}
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	})
+}
+
+// verdict is the webhook's answer for token, if the apiserver asked.
+func verdict(token string) (authnv1.TokenReviewStatus, bool) {
+	v, ok := standIns.verdicts.Load(sha256.Sum256([]byte(token)))
+	if !ok {
+		return authnv1.TokenReviewStatus{}, false
+	}
+	return v.(authnv1.TokenReviewStatus), true
 }
 
 // webhookKubeconfig is the file kube-apiserver reads to reach the webhook:
