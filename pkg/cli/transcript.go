@@ -272,7 +272,9 @@ func (o *TranscriptShowOptions) Run(ctx context.Context) error {
 	}
 	u := ui.New(o.Out)
 	r := u.Renderer()
-	col := func(w int) lipgloss.Style { return r.NewStyle().Width(w).MaxWidth(w) }
+	// Cells are cut to their column (with …), never wrapped: a timeline
+	// reads one event per line.
+	col := func(w int) lipgloss.Style { return r.NewStyle().Width(w).MaxWidth(w).Transform(func(s string) string { return fit(s, w-1) }) }
 	head := r.NewStyle().Bold(true)
 	dec := map[string]lipgloss.Style{
 		"allow":   r.NewStyle().Foreground(lipgloss.Color("10")),
@@ -336,13 +338,22 @@ func (o *TranscriptShowOptions) Run(ctx context.Context) error {
 	return nil
 }
 
+// fit cuts s to at most w runes, ending in … when cut.
+func fit(s string, w int) string {
+	r := []rune(s)
+	if len(r) <= w || w < 1 {
+		return s
+	}
+	return string(r[:w-1]) + "…"
+}
+
 func resourceName(q *transcript.RequestEvent) string {
 	ref := q.ObjectRef
 	if ref == nil || ref.Resource == "" {
 		return q.RequestURI
 	}
 	var b strings.Builder
-	if ref.Namespace != "" {
+	if ref.Namespace != "" && !(ref.Resource == "namespaces" && ref.APIGroup == "") {
 		b.WriteString(ref.Namespace + "/")
 	}
 	b.WriteString(ref.Resource)

@@ -166,7 +166,7 @@ func TestTranscriptShowCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("show: %d %q", code, errOut)
 	}
-	for _, want := range []string{"TIME", "DECISION", "kubectl exec web -- ls", "default/namespaces/prod", "deny", "403", "never-delete-namespaces", "exit 0"} {
+	for _, want := range []string{"TIME", "DECISION", "kubectl exec web -- ls", "delete    namespaces/prod ", "deny", "403", "never-delete-namespaces", "exit 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("show output lacks %q:\n%s", want, out)
 		}
