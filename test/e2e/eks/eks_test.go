@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -96,6 +97,7 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 	runID := fmt.Sprint(time.Now().UnixNano())
 	j := newJob(t, iss, b, agent, "acme/app", runID, "1")
 	wantUser := userPrefix + j.sessionName
+	var issued []string // tokens the test saw, to look for in the logs
 
 	t.Run("the run is its own Kubernetes user", func(t *testing.T) {
 		u, errOut, code := whoami(t, c, j.env)
@@ -199,6 +201,7 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 
 	t.Run("a tampered token is Unauthorized", func(t *testing.T) {
 		tok := j.token(t, agent, b)
+		issued = append(issued, tok)
 		if !strings.HasPrefix(tok, "k8s-aws-v1.") {
 			t.Fatalf("token %q... is not an EKS token", tok[:min(len(tok), 16)])
 		}
@@ -250,6 +253,33 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("through kubectl agent exec", func(t *testing.T) {
+		// The wrapper's proxy holds the EKS token; the child's kubectl only
+		// knows the proxy. The apiserver still sees the run's user.
+		runID := fmt.Sprint(time.Now().UnixNano())
+		sessionName := "ka-acme.app-" + runID + "-1"
+		env := append(jobEnv(iss, "acme/app", runID, "1", filepath.Join(t.TempDir(), "unused-kubeconfig"), t.TempDir()),
+			"PATH="+c.BinDir()+string(os.PathListSeparator)+os.Getenv("PATH"), "NO_COLOR=1")
+		script := fmt.Sprintf(`set -e
+kubectl auth whoami -o jsonpath='{.status.userInfo.username}{"\n"}'
+kubectl create configmap made-through-exec -n %[1]s --from-literal=k=v
+if kubectl get secrets -n %[1]s; then exit 9; fi
+`, appNS)
+		out, errOut, code := runAgent(t, agent, env, "exec", "--broker", b.URL, "--cluster", "eks", "--", "sh", "-c", script)
+		if code != 0 {
+			t.Fatalf("exec: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		if !strings.Contains(out, userPrefix+sessionName+"\n") {
+			t.Errorf("the child's whoami did not name the run's user %s:\n%s", userPrefix+sessionName, out)
+		}
+		if !strings.Contains(errOut, `User "`+userPrefix+sessionName+`" cannot list resource "secrets"`) {
+			t.Errorf("reading secrets was not refused by RBAC for the run's user:\n%s", errOut)
+		}
+		if _, err := c.Clientset().CoreV1().ConfigMaps(appNS).Get(context.Background(), "made-through-exec", metav1.GetOptions{}); err != nil {
+			t.Errorf("the ConfigMap made through exec: %v", err)
+		}
+	})
+
 	t.Run("a role without an access entry is Unauthorized", func(t *testing.T) {
 		// STS verifies this token (the broker assumed a real, trusted role),
 		// but no mapping gives the role a Kubernetes user.
@@ -259,6 +289,7 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 			t.Fatalf("unmapped role through the plugin: exit %d, want kubectl's 401 message\n%s", code, errOut)
 		}
 		tok := ju.token(t, agent, b)
+		issued = append(issued, tok)
 		expectUnauthorized(t, c, "unmapped role", tok, appNS)
 		if v, ok := verdict(tok); !ok || v.Authenticated || !strings.Contains(v.Error, "ARN is not mapped: "+unmappedRoleARN) {
 			t.Errorf("webhook verdict %+v (asked: %v), want: ARN is not mapped", v, ok)
@@ -271,6 +302,30 @@ func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 		}
 		if !assumed {
 			t.Errorf("the broker never assumed %s for %s", unmappedRoleARN, ju.sessionName)
+		}
+	})
+
+	t.Run("no secret in the broker's logs", func(t *testing.T) {
+		logs := b.Logs()
+		if len(issued) == 0 || !strings.Contains(logs, "session issued") {
+			t.Fatalf("nothing to check: %d tokens, logs:\n%s", len(issued), logs)
+		}
+		for i, tok := range issued {
+			u := presignedURL(t, tok)
+			for what, secret := range map[string]string{
+				"token":                   tok,
+				"presigned URL":           u.String(),
+				"signature":               u.Query().Get("X-Amz-Signature"),
+				"STS session token":       u.Query().Get("X-Amz-Security-Token"),
+				"the broker's secret key": brokerSecret,
+			} {
+				if secret == "" {
+					t.Fatalf("token %d has no %s", i, what)
+				}
+				if strings.Contains(logs, secret) {
+					t.Errorf("the broker's logs hold %s of token %d", what, i)
+				}
+			}
 		}
 	})
 }
