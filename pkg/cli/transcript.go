@@ -171,6 +171,9 @@ func (o *TranscriptVerifyOptions) Run(ctx context.Context) error {
 		o.printReport(rep, verr)
 	}
 	if verr != nil && !unsealedOK {
+		if o.Output == "" {
+			return &ExitError{Code: ExitFailure} // the report above already says why
+		}
 		return &ExitError{Code: ExitFailure, Err: fmt.Errorf("%s: %w", o.File, verr)}
 	}
 	return nil
@@ -197,7 +200,8 @@ func (o *TranscriptVerifyOptions) printReport(rep *transcript.Report, verr error
 	case errors.Is(verr, transcript.ErrUnsealed):
 		u.Warn("unsealed: verified up to line %d of %d (session %s)", rep.VerifiedUpTo, rep.Lines, rep.SessionID)
 	default:
-		u.Fail("verification failed: %v", verr)
+		// On stderr, where scripts look for why a command failed.
+		ui.New(o.ErrOut).Fail("verification failed: %s: %v", o.File, verr)
 	}
 }
 
