@@ -9,7 +9,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,63 +19,19 @@ import (
 	"time"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
-
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds kubectl-agent and agent-broker once per test binary.
-func binaries(t *testing.T) (agent, broker string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "credential-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, p := range []string{"kubectl-agent", "agent-broker"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, p), "../../../cmd/"+p).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("building %s: %v\n%s", p, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "kubectl-agent"), filepath.Join(binDir, "agent-broker")
-}
-
-type brokerProc struct {
-	URL  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	logs *strings.Builder
-	mu   sync.Mutex
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, cluster.Main)) }
 
 // startBroker runs agent-broker serve with a config granting repository
 // acme/app read access to ConfigMaps in appNS, for ttl.
-func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin, brokerNS, appNS string) *brokerProc {
+func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin, brokerNS, appNS string) *agenttest.Broker {
 	t.Helper()
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := agenttest.FreeAddr(t)
 	url := "http://" + addr
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, c.CAData, 0o600); err != nil {
@@ -108,75 +63,12 @@ trustRules:
     rules:
     - {verbs: [get, list, watch], apiGroups: [""], resources: [configmaps]}
 `, url, addr, dir, iss.URL, c.Server, caFile, c.AdminKubeconfig, brokerNS, iss.URL, appNS)
-	cfgFile := filepath.Join(dir, "broker.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := &brokerProc{URL: url, done: make(chan struct{}), logs: &strings.Builder{}}
-	b.cmd = exec.Command(bin, "serve", "--config", cfgFile, "--log-level", "debug")
-	pr, pw, _ := os.Pipe()
-	b.cmd.Stdout, b.cmd.Stderr = pw, pw
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			b.mu.Lock()
-			b.logs.WriteString(sc.Text() + "\n")
-			b.mu.Unlock()
-		}
-	}()
-	go func() { _ = b.cmd.Wait(); close(b.done) }()
-	t.Cleanup(func() {
-		b.Stop()
-		if t.Failed() {
-			t.Logf("broker logs:\n%s", b.Logs())
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return b
-			}
-		}
-		select {
-		case <-b.done:
-			t.Fatalf("agent-broker exited:\n%s", b.Logs())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent-broker not ready after 30s:\n%s", b.Logs())
-		}
-	}
-}
-
-func (b *brokerProc) Logs() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.logs.String()
-}
-
-func (b *brokerProc) Stop() {
-	if b.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = b.cmd.Process.Kill()
-	<-b.done
+	return agenttest.StartBroker(t, bin, addr, cfg)
 }
 
 // exchanges counts the broker's exchanges that made a new session and that
 // repeated one (its /metrics).
-func (b *brokerProc) exchanges(t *testing.T) (newSessions, repeats int) {
+func exchanges(t *testing.T, b *agenttest.Broker) (newSessions, repeats int) {
 	t.Helper()
 	resp, err := http.Get(b.URL + "/metrics")
 	if err != nil {
@@ -250,7 +142,7 @@ func cacheEntry(t *testing.T, cacheDir string) (string, *session.Entry) {
 
 func TestCredentialPlugin(t *testing.T) {
 	c := cluster.Shared(t)
-	agent, brokerBin := binaries(t)
+	agent, brokerBin := agenttest.Binaries(t)
 	iss, err := oidcissuer.New()
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +166,7 @@ func TestCredentialPlugin(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("kubectl agent kubeconfig: %s %s", out, errOut)
 			}
-			newBefore, _ := b.exchanges(t)
+			newBefore, _ := exchanges(t, b)
 
 			// 20 kubectl processes at once: one exchange at the broker.
 			var wg sync.WaitGroup
@@ -293,7 +185,7 @@ func TestCredentialPlugin(t *testing.T) {
 					t.Fatalf("kubectl %d: %s", j, r)
 				}
 			}
-			newAfter, _ := b.exchanges(t)
+			newAfter, _ := exchanges(t, b)
 			if newAfter-newBefore != 1 {
 				t.Fatalf("20 kubectl processes made %d new sessions at the broker, want 1", newAfter-newBefore)
 			}
@@ -333,7 +225,7 @@ func TestCredentialPlugin(t *testing.T) {
 		if err := (&session.Cache{Dir: filepath.Join(cacheDir, "kubectl-agent")}).Store(e); err != nil {
 			t.Fatal(err)
 		}
-		newBefore, _ := b.exchanges(t)
+		newBefore, _ := exchanges(t, b)
 		if _, errOut, code := c.Kubectl(t, env, "get", "configmaps", "-n", appNS); code != 0 {
 			t.Fatalf("after refresh: %s", errOut)
 		}
@@ -341,7 +233,7 @@ func TestCredentialPlugin(t *testing.T) {
 		if e2.Credential.Token == oldToken || e2.Session.ID != e.Session.ID || !e2.Credential.ExpiresAt.After(time.Now().Add(5*time.Minute)) {
 			t.Fatalf("not refreshed: session %s→%s, expiry %v", e.Session.ID, e2.Session.ID, e2.Credential.ExpiresAt)
 		}
-		if n, _ := b.exchanges(t); n != newBefore {
+		if n, _ := exchanges(t, b); n != newBefore {
 			t.Fatalf("the refresh made a new session")
 		}
 
@@ -372,7 +264,7 @@ func TestCredentialPlugin(t *testing.T) {
 		if _, errOut, code := c.Kubectl(t, env, "get", "configmaps", "-n", appNS); code != 0 {
 			t.Fatalf("after logout: %s", errOut)
 		}
-		b.Stop()
+		b.Kill()
 		for range 3 {
 			if _, errOut, code := c.Kubectl(t, env, "get", "configmaps", "-n", appNS); code != 0 {
 				t.Fatalf("broker down, cached: %s", errOut)
