@@ -34,7 +34,7 @@ func TestBrokerDownForTheWholeRun(t *testing.T) {
 	for _, s := range j.spools(t) {
 		before[s] = true
 	}
-	e.b.Stop()
+	e.b.Kill()
 	out, errOut, code := e.exec(t, j, nil, "--", "kubectl", "get", "configmaps", "-n", e.appNS)
 	if code != 0 || !strings.Contains(out, "app-config") {
 		t.Fatalf("exec with the broker down: exit %d\n%s\n%s", code, out, errOut)
@@ -52,7 +52,7 @@ func TestBrokerDownForTheWholeRun(t *testing.T) {
 		t.Fatalf("new spools after the outage: %v", spools)
 	}
 	n := lines(t, spools[0])
-	e.b.Start(t)
+	e.b.Restart(t)
 	e.verify(t, spools[0]) // sealed locally, though the broker never saw it
 	if out, errOut, code := run(t, e.agent, j.env, "transcript", "push", "--remove"); code != 0 {
 		t.Fatalf("push: %s %s", out, errOut)
@@ -92,9 +92,9 @@ func TestBrokerRestartMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // the first request is done; the run is in its first sleep
-	e.b.Stop()
+	e.b.Kill()
 	time.Sleep(2 * time.Second)
-	e.b.Start(t)
+	e.b.Restart(t)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exec: %v\n%s", err, errb.String())
 	}
@@ -116,13 +116,13 @@ func TestBrokerRestartMidRun(t *testing.T) {
 func TestWrapperKilled(t *testing.T) {
 	e := setup(t)
 	j := newJob(t, e.c, e.iss, e.b)
-	e.b.Stop() // nothing reaches the broker before the kill
+	e.b.Kill() // nothing reaches the broker before the kill
 	// A first command creates the session while the broker is up.
-	e.b.Start(t)
+	e.b.Restart(t)
 	if _, errOut, code := e.exec(t, j, nil, "--", "true"); code != 0 {
 		t.Fatalf("first exec: %s", errOut)
 	}
-	e.b.Stop()
+	e.b.Kill()
 	cmd := exec.Command(e.agent, "exec", "--", "sh", "-c", "kubectl get configmaps -n "+e.appNS+" && exec sleep 60")
 	cmd.Env = append(os.Environ(), j.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -149,7 +149,7 @@ func TestWrapperKilled(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("spool has %d lines", n)
 	}
-	e.b.Start(t)
+	e.b.Restart(t)
 	// The run's next command pushes the leftover (in the background, waited for at its end).
 	if _, errOut, code := e.exec(t, j, nil, "--", "true"); code != 0 {
 		t.Fatalf("next exec: %s", errOut)
@@ -176,7 +176,7 @@ func TestRequireRecordingBrokerDown(t *testing.T) {
 	if _, errOut, code := e.exec(t, j, nil, "--", "true"); code != 0 {
 		t.Fatalf("first exec: %s", errOut)
 	}
-	e.b.Stop()
+	e.b.Kill()
 	script := "kubectl get configmaps -n " + e.appNS + "; sleep 3; kubectl get configmaps -n " + e.appNS
 	out, errOut, _ := e.exec(t, j, []string{"KUBECTL_AGENT_RECORDING_OUTAGE_LIMIT=1s"}, "--require-recording", "--", "sh", "-c", script)
 	if strings.Count(out, "app-config") > 1 {

@@ -1,67 +1,23 @@
 package transcript_test
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds kubectl-agent and agent-broker once per test binary.
-func binaries(t *testing.T) (agent, broker string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "transcript-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, p := range []string{"kubectl-agent", "agent-broker"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, p), "../../../cmd/"+p).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("building %s: %v\n%s", p, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "kubectl-agent"), filepath.Join(binDir, "agent-broker")
-}
-
-// broker is an agent-broker process; Restart runs it again on the same
-// address and store.
+// broker is an agent-broker process and the file of its SQLite store.
 type broker struct {
-	URL, bin, cfgFile, db string
-	cmd                   *exec.Cmd
-	done                  chan struct{}
-	mu                    sync.Mutex
-	logs                  strings.Builder
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	*agenttest.Broker
+	db string
 }
 
 // startBroker runs agent-broker with a grant for acme/app in appNS: read
@@ -69,13 +25,13 @@ func freeAddr(t *testing.T) string {
 func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin, brokerNS, appNS string) *broker {
 	t.Helper()
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := agenttest.FreeAddr(t)
 	url := "http://" + addr
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, c.CAData, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := &broker{URL: url, bin: bin, db: filepath.Join(dir, "broker.db"), cfgFile: filepath.Join(dir, "broker.yaml")}
+	b := &broker{db: filepath.Join(dir, "broker.db")}
 	cfg := fmt.Sprintf(`apiVersion: kubectl-agent.io/v1alpha1
 kind: BrokerConfig
 publicURL: %s
@@ -104,77 +60,8 @@ trustRules:
     - {verbs: [get, list], apiGroups: [""], resources: [secrets, pods]}
     - {verbs: [create, get], apiGroups: [""], resources: [pods/exec]}
 `, url, addr, b.db, iss.URL, c.Server, caFile, c.AdminKubeconfig, brokerNS, iss.URL, appNS)
-	if err := os.WriteFile(b.cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b.Start(t)
-	t.Cleanup(func() {
-		b.Stop()
-		if t.Failed() {
-			t.Logf("broker logs:\n%s", b.Logs())
-		}
-	})
+	b.Broker = agenttest.StartBroker(t, bin, addr, cfg)
 	return b
-}
-
-func (b *broker) Start(t *testing.T) {
-	t.Helper()
-	b.done = make(chan struct{})
-	b.cmd = exec.Command(b.bin, "serve", "--config", b.cfgFile, "--log-level", "debug")
-	pr, pw, _ := os.Pipe()
-	b.cmd.Stdout, b.cmd.Stderr = pw, pw
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			b.mu.Lock()
-			b.logs.WriteString(sc.Text() + "\n")
-			b.mu.Unlock()
-		}
-	}()
-	done := b.done
-	go func() { _ = b.cmd.Wait(); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(b.URL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		select {
-		case <-done:
-			t.Fatalf("agent-broker exited:\n%s", b.Logs())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent-broker not ready after 30s:\n%s", b.Logs())
-		}
-	}
-}
-
-func (b *broker) Logs() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.logs.String()
-}
-
-// Stop kills the broker (as a crash would).
-func (b *broker) Stop() {
-	if b.cmd == nil || b.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-b.done:
-		return
-	default:
-	}
-	_ = b.cmd.Process.Kill()
-	<-b.done
 }
 
 // job is one CI job of acme/app: its environment and session cache.

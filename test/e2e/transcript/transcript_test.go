@@ -24,11 +24,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/transcript"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, cluster.Main)) }
 
 const policyYAML = `apiVersion: kubectl-agent.io/v1alpha1
 kind: Policy
@@ -57,7 +58,7 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	c := cluster.Shared(t)
-	agent, brokerBin := binaries(t)
+	agent, brokerBin := agenttest.Binaries(t)
 	iss, err := oidcissuer.New()
 	if err != nil {
 		t.Fatal(err)
