@@ -278,7 +278,9 @@ func (o *TranscriptShowOptions) Run(ctx context.Context) error {
 	r := u.Renderer()
 	// Cells are cut to their column (with …), never wrapped: a timeline
 	// reads one event per line.
-	col := func(w int) lipgloss.Style { return r.NewStyle().Width(w).MaxWidth(w).Transform(func(s string) string { return fit(s, w-1) }) }
+	col := func(w int) lipgloss.Style {
+		return r.NewStyle().Width(w).MaxWidth(w).Transform(func(s string) string { return fit(s, w-1) })
+	}
 	head := r.NewStyle().Bold(true)
 	dec := map[string]lipgloss.Style{
 		"allow":   r.NewStyle().Foreground(lipgloss.Color("10")),
