@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/ststest"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
@@ -52,7 +53,7 @@ type job struct {
 	sessionName string // the role session name the broker should use
 }
 
-func newJob(t *testing.T, iss *oidcissuer.Issuer, b *brokerProc, agent, repo, runID, attempt string) job {
+func newJob(t *testing.T, iss *oidcissuer.Issuer, b *agenttest.Broker, agent, repo, runID, attempt string) job {
 	t.Helper()
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	env := jobEnv(iss, repo, runID, attempt, kc, t.TempDir())
@@ -64,7 +65,7 @@ func newJob(t *testing.T, iss *oidcissuer.Issuer, b *brokerProc, agent, repo, ru
 }
 
 // token is the job's current EKS token, as the credential plugin prints it.
-func (j job) token(t *testing.T, agent string, b *brokerProc) string {
+func (j job) token(t *testing.T, agent string, b *agenttest.Broker) string {
 	t.Helper()
 	out, errOut, code := runAgent(t, agent, j.env, "credential", "--broker", b.URL, "--cluster", "eks")
 	if code != 0 {
@@ -83,7 +84,7 @@ func (j job) token(t *testing.T, agent string, b *brokerProc) string {
 
 func TestEKSTokensThroughTheAPIServer(t *testing.T) {
 	c := cluster.Shared(t)
-	agent, brokerBin := binaries(t)
+	agent, brokerBin := agenttest.Binaries(t)
 	iss, err := oidcissuer.New()
 	if err != nil {
 		t.Fatal(err)

@@ -7,74 +7,21 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
 )
-
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds kubectl-agent and agent-broker once per test binary.
-func binaries(t *testing.T) (agent, broker string) {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "eks-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		for _, p := range []string{"kubectl-agent", "agent-broker"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, p), "../../../cmd/"+p).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("building %s: %v\n%s", p, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, "kubectl-agent"), filepath.Join(binDir, "agent-broker")
-}
-
-type brokerProc struct {
-	URL  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	logs strings.Builder
-}
-
-func (b *brokerProc) Logs() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.logs.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // brokerConfig gives repository acme/app the mapped CI role on the eks
 // cluster, and acme/unmapped a role that STS lets the broker assume but that
@@ -119,22 +66,18 @@ trustRules:
 // backend. Its AWS credentials are the stand-in's static keys in the
 // environment, as on a host with an IAM user; AWS_CA_BUNDLE makes the SDK
 // trust the stand-in's TLS; nothing else of the host's AWS setup leaks in.
-func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin string) *brokerProc {
+func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin string) *agenttest.Broker {
 	t.Helper()
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := agenttest.FreeAddr(t)
 	url := "http://" + addr
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, c.CAData, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfgFile := filepath.Join(dir, "broker.yaml")
-	if err := os.WriteFile(cfgFile, []byte(brokerConfig(url, addr, dir, iss.URL, c.Server, caFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := &brokerProc{URL: url, done: make(chan struct{})}
-	b.cmd = exec.Command(bin, "serve", "--config", cfgFile, "--log-level", "debug")
-	b.cmd.Env = append(os.Environ(),
+	// /readyz includes the backend's readiness: a GetCallerIdentity with the
+	// broker's own credentials at the stand-in.
+	return agenttest.StartBroker(t, bin, addr, brokerConfig(url, addr, dir, iss.URL, c.Server, caFile),
 		"AWS_ACCESS_KEY_ID="+brokerKey,
 		"AWS_SECRET_ACCESS_KEY="+brokerSecret,
 		"AWS_SESSION_TOKEN=",
@@ -146,58 +89,6 @@ func startBroker(t *testing.T, c *cluster.Cluster, iss *oidcissuer.Issuer, bin s
 		"AWS_EC2_METADATA_DISABLED=true",
 		"AWS_USE_FIPS_ENDPOINT=", "AWS_USE_DUALSTACK_ENDPOINT=", "AWS_ENDPOINT_URL=", "AWS_ENDPOINT_URL_STS=",
 	)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.cmd.Stdout, b.cmd.Stderr = pw, pw
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			b.mu.Lock()
-			b.logs.WriteString(sc.Text() + "\n")
-			b.mu.Unlock()
-		}
-	}()
-	go func() { _ = b.cmd.Wait(); close(b.done) }()
-	t.Cleanup(func() {
-		if b.cmd.Process != nil {
-			select {
-			case <-b.done:
-			default:
-				_ = b.cmd.Process.Kill()
-				<-b.done
-			}
-		}
-		if t.Failed() {
-			t.Logf("broker logs:\n%s", b.Logs())
-		}
-	})
-	// /readyz includes the backend's readiness: a GetCallerIdentity with the
-	// broker's own credentials at the stand-in.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return b
-			}
-		}
-		select {
-		case <-b.done:
-			t.Fatalf("agent-broker exited:\n%s", b.Logs())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent-broker not ready after 30s:\n%s", b.Logs())
-		}
-	}
 }
 
 // jobEnv is the environment of one GitHub Actions job of repo, run runID,

@@ -42,6 +42,7 @@ import (
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/iamauth"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/backend/eks/ststest"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 )
 
@@ -79,7 +80,7 @@ var standIns struct {
 	caFile string
 }
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, run)) }
 
 func run(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "ka-eks-e2e-")
