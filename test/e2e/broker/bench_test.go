@@ -6,6 +6,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 )
 
 // Exchange throughput and latency over loopback HTTP with the real JIT
@@ -20,7 +22,7 @@ func BenchmarkExchange(b *testing.B) {
 				e := newEnvB(b)
 				storeURL := e.storeURL
 				if st == "postgres" {
-					storeURL = postgresURL(b)
+					storeURL = agenttest.PostgresURL(b)
 				}
 				br := e.startBroker(b, storeURL, nil)
 				ctx := context.Background()

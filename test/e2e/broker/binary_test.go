@@ -3,45 +3,15 @@ package broker_test
 import (
 	"bytes"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
-)
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 )
-
-// agentBroker builds cmd/agent-broker once per test binary.
-func agentBroker(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "agent-broker-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "agent-broker")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/kubectl-agent/kubectl-agent/cmd/agent-broker").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building agent-broker: %v\n%s", buildErr, binPath)
-	}
-	return binPath
-}
 
 func run(t *testing.T, name string, args ...string) (string, string, int) {
 	t.Helper()
@@ -60,7 +30,7 @@ func run(t *testing.T, name string, args ...string) (string, string, int) {
 
 func TestCheckConfigCommand(t *testing.T) {
 	e := newEnv(t)
-	bin := agentBroker(t)
+	_, bin := agenttest.Binaries(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "broker.yaml")
 	if err := os.WriteFile(good, []byte(e.configYAML("http://127.0.0.1:8443", e.storeURL)), 0o600); err != nil {
@@ -93,47 +63,15 @@ func TestCheckConfigCommand(t *testing.T) {
 // sessions (tokens it signed verify, because keys live in the store).
 func TestServeProcessRestart(t *testing.T) {
 	e := newEnv(t)
-	bin := agentBroker(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	_, bin := agenttest.Binaries(t)
+	addr := agenttest.FreeAddr(t)
 	url := "http://" + addr
-	file := filepath.Join(t.TempDir(), "broker.yaml")
-	if err := os.WriteFile(file, []byte(e.configYAML(url, e.storeURL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "serve", "--config", file, "--listen", addr)
-		cmd.Stderr = &testWriter{t: t}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			res, err := http.Get(url + "/readyz")
-			if err == nil {
-				res.Body.Close()
-				if res.StatusCode == 200 {
-					return cmd
-				}
-			}
-			if time.Now().After(deadline) {
-				_ = cmd.Process.Kill()
-				t.Fatalf("agent-broker not ready: %v", err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	stop := func(cmd *exec.Cmd) {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
+	b := agenttest.StartBroker(t, bin, addr, e.configYAML(url, e.storeURL))
+	stop := func() {
+		if err := b.Stop(); err != nil {
 			t.Errorf("agent-broker exit after SIGTERM: %v", err)
 		}
 	}
-	p1 := start()
 	ctx := context.Background()
 	// serve mounts the approvals API and page next to the broker's routes
 	// (without AGENT_BROKER_OIDC_* the page says sign-in is off, with 503).
@@ -148,12 +86,12 @@ func TestServeProcessRestart(t *testing.T) {
 	r := newRunner(t, url)
 	resp, err := r.exchange(ctx, e.iss.Mint(e.iss.GitHubClaims("acme/app", "700", audience)))
 	if err != nil {
-		stop(p1)
+		stop()
 		t.Fatal(err)
 	}
-	stop(p1)
-	p2 := start()
-	defer stop(p2)
+	stop()
+	b.Restart(t)
+	defer stop()
 	sc := r.session(resp)
 	cred, err := sc.Credential(ctx, resp.Session.ID)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/keys"
 	"github.com/kubectl-agent/kubectl-agent/pkg/broker/store"
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 
 	jose "github.com/go-jose/go-jose/v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -267,7 +268,7 @@ func TestReconcilerRemovesDeadSessions(t *testing.T) {
 func TestTwoBrokersOnePostgres(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	pg := postgresURL(t)
+	pg := agenttest.PostgresURL(t)
 	// Both brokers sit behind one public URL, as behind a load balancer; the
 	// test picks which one gets each request.
 	var target atomic.Pointer[url.URL]
