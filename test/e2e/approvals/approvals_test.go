@@ -11,6 +11,7 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/approval"
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 )
 
 // decideAs posts a decision with an arbitrary Authorization header and
@@ -210,7 +211,7 @@ func TestTimeoutDenies(t *testing.T) {
 // the other; the waiting client proceeds.
 func TestTwoBrokersOnePostgres(t *testing.T) {
 	w := newWorld(t)
-	dsn := postgresURL(t)
+	dsn := agenttest.PostgresURL(t)
 	b1 := w.startBroker(t, dsn)
 	b2 := w.startBroker(t, dsn)
 	ns := w.c.Namespace(t)

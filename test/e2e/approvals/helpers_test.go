@@ -46,38 +46,12 @@ import (
 	"github.com/kubectl-agent/kubectl-agent/pkg/proxy"
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
 	"github.com/kubectl-agent/kubectl-agent/pkg/transcript"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 	"github.com/kubectl-agent/kubectl-agent/test/oidcissuer"
-	"github.com/kubectl-agent/kubectl-agent/test/pgtest"
 )
 
-var (
-	pgOnce sync.Once
-	pgSrv  *pgtest.Server
-	pgErr  error
-)
-
-func TestMain(m *testing.M) {
-	code := cluster.Main(m)
-	if pgSrv != nil {
-		pgSrv.Stop()
-	}
-	os.Exit(code)
-}
-
-func postgresURL(t testing.TB) string {
-	t.Helper()
-	pgOnce.Do(func() { pgSrv, pgErr = pgtest.Start(context.Background()) })
-	if pgErr != nil {
-		t.Fatalf("starting PostgreSQL: %v", pgErr)
-	}
-	name, dsn, err := pgSrv.CreateDatabase(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pgSrv.DropDatabase(context.Background(), name) })
-	return dsn
-}
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, cluster.Main)) }
 
 const audience = "https://broker.test"
 
