@@ -18,10 +18,11 @@ import (
 	"time"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/mask"
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/cluster"
 )
 
-func TestMain(m *testing.M) { os.Exit(cluster.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, cluster.Main)) }
 
 // syncBuffer is the story's destination; the demo writes from two goroutines.
 type syncBuffer struct {
@@ -41,16 +42,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// buildBinaries builds kubectl-agent and agent-broker from this tree, so the
-// test plays the demo with the code under test (not a stale ./bin).
+// buildBinaries is the folder of kubectl-agent and agent-broker built from
+// this tree (once per test process), so the test plays the demo with the
+// code under test (not a stale ./bin).
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+string(os.PathSeparator), "../../cmd/kubectl-agent", "../../cmd/agent-broker")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the binaries: %v\n%s", err, out)
-	}
-	return dir
+	agent, _ := agenttest.Binaries(t)
+	return filepath.Dir(agent)
 }
 
 // The whole demo against the package's control plane: every step checks its
