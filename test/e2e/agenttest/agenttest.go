@@ -1,6 +1,7 @@
 // Package agenttest is the plumbing the end-to-end test packages share to run
 // this tree's own programs: kubectl-agent and agent-broker built once per
-// test process, a free loopback address, agent-broker serve as a real process
+// test process, one run of a built binary (output and exit code), a free
+// loopback address, agent-broker serve as a real process
 // (waited until ready, its log kept, stopped, killed and restarted on the
 // same config and store), and a PostgreSQL database on a server shared by the
 // process. Each package keeps its own broker config and its own assertions;
@@ -16,6 +17,7 @@ package agenttest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -270,4 +272,24 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Run runs bin with args and env added to this process's environment, and
+// returns what it wrote and its exit code; it fails the test only when bin
+// cannot run at all.
+func Run(t testing.TB, bin string, env []string, args ...string) (stdout, stderr string, exitCode int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		exitCode = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("running %s: %v", bin, err)
+	}
+	return out.String(), errOut.String(), exitCode
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -108,22 +107,6 @@ func runEnv(iss *oidcissuer.Issuer, kubeconfig, cacheDir, runID string) []string
 	}
 }
 
-func runAgent(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
-
 // cacheEntry reads the one session entry of a cache folder.
 func cacheEntry(t *testing.T, cacheDir string) (string, *session.Entry) {
 	t.Helper()
@@ -161,7 +144,7 @@ func TestCredentialPlugin(t *testing.T) {
 			kc := filepath.Join(t.TempDir(), "kubeconfig")
 			cacheDir := t.TempDir()
 			env := runEnv(iss, kc, cacheDir, runID)
-			out, errOut, code := runAgent(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "c1",
+			out, errOut, code := agenttest.Run(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "c1",
 				"--kubeconfig", kc, "--exec-command", agent, "--exec-api-version", version)
 			if code != 0 {
 				t.Fatalf("kubectl agent kubeconfig: %s %s", out, errOut)
@@ -198,7 +181,7 @@ func TestCredentialPlugin(t *testing.T) {
 			if !strings.Contains(e.Session.Identity.Repository, "acme/app") || e.Session.Identity.RunID != runID {
 				t.Fatalf("session identity %+v", e.Session.Identity)
 			}
-			out, _, code = runAgent(t, agent, env, "whoami", "--broker", b.URL, "--cluster", "c1")
+			out, _, code = agenttest.Run(t, agent, env, "whoami", "--broker", b.URL, "--cluster", "c1")
 			if code != 0 || !strings.Contains(out, e.Session.ID) || !strings.Contains(out, appNS) {
 				t.Fatalf("whoami: %s", out)
 			}
@@ -210,7 +193,7 @@ func TestCredentialPlugin(t *testing.T) {
 		kc := filepath.Join(t.TempDir(), "kubeconfig")
 		cacheDir := t.TempDir()
 		env := runEnv(iss, kc, cacheDir, runID)
-		if out, errOut, code := runAgent(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "c1", "--kubeconfig", kc, "--exec-command", agent); code != 0 {
+		if out, errOut, code := agenttest.Run(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "c1", "--kubeconfig", kc, "--exec-command", agent); code != 0 {
 			t.Fatalf("kubeconfig: %s %s", out, errOut)
 		}
 		if _, errOut, code := c.Kubectl(t, env, "get", "configmaps", "-n", appNS); code != 0 {
@@ -238,7 +221,7 @@ func TestCredentialPlugin(t *testing.T) {
 		}
 
 		// Logout: the broker ends the session; its cluster token stops working.
-		out, errOut, code := runAgent(t, agent, env, "logout", "--broker", b.URL, "--cluster", "c1")
+		out, errOut, code := agenttest.Run(t, agent, env, "logout", "--broker", b.URL, "--cluster", "c1")
 		if code != 0 || !strings.Contains(out, "Ended session "+e.Session.ID) {
 			t.Fatalf("logout: %s %s", out, errOut)
 		}
@@ -271,7 +254,7 @@ func TestCredentialPlugin(t *testing.T) {
 			}
 		}
 		otherEnv := runEnv(iss, kc, cacheDir, runID+"-other")
-		_, errOut, code = runAgent(t, agent, otherEnv, "credential", "--broker", b.URL, "--cluster", "c1")
+		_, errOut, code = agenttest.Run(t, agent, otherEnv, "credential", "--broker", b.URL, "--cluster", "c1")
 		if code == 0 || !strings.Contains(errOut, "cannot reach the broker") || strings.Count(errOut, "\n") != 1 {
 			t.Fatalf("broker down, new run: exit %d %q", code, errOut)
 		}
