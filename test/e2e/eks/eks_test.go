@@ -57,7 +57,7 @@ func newJob(t *testing.T, iss *oidcissuer.Issuer, b *agenttest.Broker, agent, re
 	t.Helper()
 	kc := filepath.Join(t.TempDir(), "kubeconfig")
 	env := jobEnv(iss, repo, runID, attempt, kc, t.TempDir())
-	out, errOut, code := runAgent(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "eks", "--kubeconfig", kc, "--exec-command", agent)
+	out, errOut, code := agenttest.Run(t, agent, env, "kubeconfig", "--broker", b.URL, "--cluster", "eks", "--kubeconfig", kc, "--exec-command", agent)
 	if code != 0 {
 		t.Fatalf("kubectl agent kubeconfig: exit %d\n%s%s", code, out, errOut)
 	}
@@ -67,7 +67,7 @@ func newJob(t *testing.T, iss *oidcissuer.Issuer, b *agenttest.Broker, agent, re
 // token is the job's current EKS token, as the credential plugin prints it.
 func (j job) token(t *testing.T, agent string, b *agenttest.Broker) string {
 	t.Helper()
-	out, errOut, code := runAgent(t, agent, j.env, "credential", "--broker", b.URL, "--cluster", "eks")
+	out, errOut, code := agenttest.Run(t, agent, j.env, "credential", "--broker", b.URL, "--cluster", "eks")
 	if code != 0 {
 		t.Fatalf("kubectl agent credential: exit %d\n%s", code, errOut)
 	}
@@ -266,7 +266,7 @@ kubectl auth whoami -o jsonpath='{.status.userInfo.username}{"\n"}'
 kubectl create configmap made-through-exec -n %[1]s --from-literal=k=v
 if kubectl get secrets -n %[1]s; then exit 9; fi
 `, appNS)
-		out, errOut, code := runAgent(t, agent, env, "exec", "--broker", b.URL, "--cluster", "eks", "--", "sh", "-c", script)
+		out, errOut, code := agenttest.Run(t, agent, env, "exec", "--broker", b.URL, "--cluster", "eks", "--", "sh", "-c", script)
 		if code != 0 {
 			t.Fatalf("exec: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}

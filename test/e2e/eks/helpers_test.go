@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,22 +106,6 @@ func jobEnv(iss *oidcissuer.Issuer, repo, runID, attempt, kubeconfig, cacheDir s
 		"KUBECTL_AGENT_BROKER=", "KUBECTL_AGENT_CLUSTER=", "KUBECTL_AGENT_TOKEN_SOURCE=", "KUBECTL_AGENT_AUDIENCE=",
 		"RUNNER_TEMP=",
 	}
-}
-
-func runAgent(t *testing.T, bin string, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
 }
 
 // whoami is `kubectl auth whoami -o json`: the user the apiserver made of
