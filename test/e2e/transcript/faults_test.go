@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 )
 
 // lines counts a spool's complete lines.
@@ -54,7 +56,7 @@ func TestBrokerDownForTheWholeRun(t *testing.T) {
 	n := lines(t, spools[0])
 	e.b.Restart(t)
 	e.verify(t, spools[0]) // sealed locally, though the broker never saw it
-	if out, errOut, code := run(t, e.agent, j.env, "transcript", "push", "--remove"); code != 0 {
+	if out, errOut, code := agenttest.Run(t, e.agent, j.env, "transcript", "push", "--remove"); code != 0 {
 		t.Fatalf("push: %s %s", out, errOut)
 	}
 	if s := j.spools(t); len(s) != 0 {

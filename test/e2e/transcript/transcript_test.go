@@ -103,13 +103,13 @@ func setup(t *testing.T) *env {
 
 func (e *env) exec(t *testing.T, j *job, extraEnv []string, args ...string) (string, string, int) {
 	t.Helper()
-	return run(t, e.agent, append(append([]string{}, j.env...), extraEnv...), append([]string{"exec"}, args...)...)
+	return agenttest.Run(t, e.agent, append(append([]string{}, j.env...), extraEnv...), append([]string{"exec"}, args...)...)
 }
 
 // list runs `transcript list` as alice.
 func (e *env) list(t *testing.T, args ...string) []map[string]any {
 	t.Helper()
-	out, errOut, code := run(t, e.agent, []string{"KUBECONFIG=" + e.reader, "KUBECTL_AGENT_BROKER=" + e.b.URL},
+	out, errOut, code := agenttest.Run(t, e.agent, []string{"KUBECONFIG=" + e.reader, "KUBECTL_AGENT_BROKER=" + e.b.URL},
 		append([]string{"transcript", "list", "-o", "json"}, args...)...)
 	if code != 0 {
 		t.Fatalf("transcript list: exit %d: %s", code, errOut)
@@ -140,7 +140,7 @@ func readEvents(t *testing.T, path string) []transcript.Event {
 
 func (e *env) verify(t *testing.T, file string) string {
 	t.Helper()
-	out, errOut, code := run(t, e.agent, nil, "transcript", "verify", file, "--jwks", e.b.URL+"/.well-known/jwks.json")
+	out, errOut, code := agenttest.Run(t, e.agent, nil, "transcript", "verify", file, "--jwks", e.b.URL+"/.well-known/jwks.json")
 	if code != 0 {
 		t.Fatalf("transcript verify %s: exit %d\n%s%s", file, code, out, errOut)
 	}
@@ -238,7 +238,7 @@ kubectl exec web -n %[1]s -- sh -c 'echo hello-from-pod'
 	}
 
 	// show -o json and export --format audit list every request, with the Audit-IDs.
-	showOut, errOut, code := run(t, e.agent, nil, "transcript", "show", file, "-o", "json")
+	showOut, errOut, code := agenttest.Run(t, e.agent, nil, "transcript", "show", file, "-o", "json")
 	if code != 0 {
 		t.Fatalf("show: %s", errOut)
 	}
@@ -252,7 +252,7 @@ kubectl exec web -n %[1]s -- sh -c 'echo hello-from-pod'
 			shownIDs[ev.Request.AuditID] = true
 		}
 	}
-	auditOut, errOut, code := run(t, e.agent, nil, "transcript", "export", file, "--format", "audit")
+	auditOut, errOut, code := agenttest.Run(t, e.agent, nil, "transcript", "export", file, "--format", "audit")
 	if code != 0 {
 		t.Fatalf("export: %s", errOut)
 	}
@@ -369,7 +369,7 @@ kubectl exec web -n %[1]s -- sh -c 'echo hello-from-pod'
 	}
 	// get returns the bytes the run spooled.
 	got := filepath.Join(t.TempDir(), "got.jsonl")
-	if _, errOut, code := run(t, e.agent, []string{"KUBECONFIG=" + e.reader, "KUBECTL_AGENT_BROKER=" + e.b.URL},
+	if _, errOut, code := agenttest.Run(t, e.agent, []string{"KUBECONFIG=" + e.reader, "KUBECTL_AGENT_BROKER=" + e.b.URL},
 		"transcript", "get", start.SessionID+"/"+start.TranscriptID, "--out", got); code != 0 {
 		t.Fatalf("transcript get: %s", errOut)
 	}
@@ -378,12 +378,12 @@ kubectl exec web -n %[1]s -- sh -c 'echo hello-from-pod'
 		t.Fatalf("transcript get returned %d bytes, the run wrote %d", len(g), len(want))
 	}
 	// Not for mallory (no RBAC), not for the pipeline's own identity.
-	if _, errOut, code := run(t, e.agent, []string{"KUBECONFIG=" + e.c.Kubeconfig(t, e.c.UserToken("mallory")), "KUBECTL_AGENT_BROKER=" + e.b.URL},
+	if _, errOut, code := agenttest.Run(t, e.agent, []string{"KUBECONFIG=" + e.c.Kubeconfig(t, e.c.UserToken("mallory")), "KUBECTL_AGENT_BROKER=" + e.b.URL},
 		"transcript", "get", start.SessionID+"/"+start.TranscriptID); code == 0 || !strings.Contains(errOut, "may not read") {
 		t.Errorf("mallory: exit %d %s", code, errOut)
 	}
 	sa := e.c.Kubeconfig(t, e.c.ServiceAccountToken(t, e.appNS, "ci"))
-	if _, errOut, code := run(t, e.agent, []string{"KUBECONFIG=" + sa, "KUBECTL_AGENT_BROKER=" + e.b.URL}, "transcript", "list"); code == 0 || !strings.Contains(errOut, "workload") {
+	if _, errOut, code := agenttest.Run(t, e.agent, []string{"KUBECONFIG=" + sa, "KUBECTL_AGENT_BROKER=" + e.b.URL}, "transcript", "list"); code == 0 || !strings.Contains(errOut, "workload") {
 		t.Errorf("a ServiceAccount listing transcripts: exit %d %s", code, errOut)
 	}
 }
