@@ -1,32 +1,15 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kubectl-agent/kubectl-agent/test/e2e/agenttest"
 )
-
-func run(t *testing.T, name string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
-}
 
 func TestCheckConfigCommand(t *testing.T) {
 	e := newEnv(t)
@@ -36,7 +19,7 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := os.WriteFile(good, []byte(e.configYAML("http://127.0.0.1:8443", e.storeURL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, errOut, code := run(t, bin, "check-config", "--config", good); code != 0 || !strings.Contains(out, "ok (1 issuers, 1 clusters, 1 trust rules)") {
+	if out, errOut, code := agenttest.Run(t, bin, nil, "check-config", "--config", good); code != 0 || !strings.Contains(out, "ok (1 issuers, 1 clusters, 1 trust rules)") {
 		t.Errorf("good config: exit %d %s%s", code, out, errOut)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -44,17 +27,17 @@ func TestCheckConfigCommand(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, errOut, code := run(t, bin, "check-config", "--config", bad)
+	_, errOut, code := agenttest.Run(t, bin, nil, "check-config", "--config", bad)
 	if code != 1 || !strings.Contains(errOut, bad+":27: trustRules[0].cluster: cluster \"prod\" is not defined in clusters") {
 		t.Errorf("bad config: exit %d %q", code, errOut)
 	}
-	if _, errOut, code := run(t, bin, "check-config"); code != 2 || !strings.Contains(errOut, "--config") {
+	if _, errOut, code := agenttest.Run(t, bin, nil, "check-config"); code != 2 || !strings.Contains(errOut, "--config") {
 		t.Errorf("no --config: exit %d %q", code, errOut)
 	}
-	if out, _, code := run(t, bin, "version", "-o", "json"); code != 0 || !strings.Contains(out, `"version"`) {
+	if out, _, code := agenttest.Run(t, bin, nil, "version", "-o", "json"); code != 0 || !strings.Contains(out, `"version"`) {
 		t.Errorf("version: %d %s", code, out)
 	}
-	if _, errOut, code := run(t, bin, "serve", "--config", good, "--listen", "0.0.0.0:0"); code != 2 || !strings.Contains(errOut, "plain HTTP") {
+	if _, errOut, code := agenttest.Run(t, bin, nil, "serve", "--config", good, "--listen", "0.0.0.0:0"); code != 2 || !strings.Contains(errOut, "plain HTTP") {
 		t.Errorf("serve on 0.0.0.0 without TLS: exit %d %q", code, errOut)
 	}
 }
