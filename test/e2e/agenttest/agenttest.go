@@ -1,11 +1,11 @@
 // Package agenttest is the plumbing the end-to-end test packages share to run
 // this tree's own programs: kubectl-agent and agent-broker built once per
 // test process, one run of a built binary (output and exit code), a free
-// loopback address, agent-broker serve as a real process
-// (waited until ready, its log kept, stopped, killed and restarted on the
-// same config and store), and a PostgreSQL database on a server shared by the
-// process. Each package keeps its own broker config and its own assertions;
-// only the mechanics live here.
+// loopback address, agent-broker serve as a real process (waited until
+// ready, its log kept, stopped, killed and restarted on the same config and
+// store), a PostgreSQL database on a server shared by the process, and a
+// buffer goroutines share. Each package keeps its own broker config and its
+// own assertions; only the mechanics live here.
 //
 // A package that uses Binaries or PostgresURL runs its tests through Main, so
 // that what they leave (the binaries' folder, the PostgreSQL server) goes
@@ -134,7 +134,7 @@ type Broker struct {
 
 	bin  string
 	env  []string
-	logs lockedBuffer
+	logs SyncBuffer
 
 	// The current process; done closes when it has exited and waitErr
 	// (how it exited) is set.
@@ -256,19 +256,20 @@ func (b *Broker) Restart(t testing.TB) {
 // restarts.
 func (b *Broker) Logs() string { return b.logs.String() }
 
-// lockedBuffer is a bytes.Buffer safe for the copying goroutine and Logs.
-type lockedBuffer struct {
+// SyncBuffer is a bytes.Buffer that goroutines may write and read at once:
+// a process's output being copied while the test reads it, say.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *SyncBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *SyncBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

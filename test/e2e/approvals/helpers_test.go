@@ -340,26 +340,9 @@ type run struct {
 	session    *api.Session
 	client     *session.Client
 	kubeconfig string
-	ui         *syncBuffer
+	ui         *agenttest.SyncBuffer
 	sink       *sink
 	token      string // the run's cluster credential
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startRun exchanges a pipeline token of run runID (started by actor) at b
@@ -403,7 +386,7 @@ func (w *world) startRun(t *testing.T, b *broker, runID, actor, localPolicy stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &run{t: t, w: w, session: &resp.Session, client: sc, ui: &syncBuffer{}, sink: &sink{}, token: cred.Token}
+	r := &run{t: t, w: w, session: &resp.Session, client: sc, ui: &agenttest.SyncBuffer{}, sink: &sink{}, token: cred.Token}
 	ap, err := approval.New(approval.Options{Broker: sc, Previewer: pv, Sink: r.sink, Out: r.ui,
 		Getenv: func(k string) string { return map[string]string{"GITHUB_ACTIONS": "true"}[k] }, Command: []string{"kubectl", "delete", "ns"}})
 	if err != nil {
