@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,24 +22,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(agenttest.Main(m, cluster.Main)) }
-
-// syncBuffer is the story's destination; the demo writes from two goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // buildBinaries is the folder of kubectl-agent and agent-broker built from
 // this tree (once per test process), so the test plays the demo with the
@@ -60,7 +41,7 @@ func TestDemo(t *testing.T) {
 	bin := buildBinaries(t)
 	before, _ := filepath.Glob(filepath.Join(os.TempDir(), "ka-demo-*"))
 
-	var out syncBuffer
+	var out agenttest.SyncBuffer // the story; the demo writes from two goroutines
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -115,7 +96,7 @@ func TestDemo(t *testing.T) {
 func TestDemoFailsWhenAClaimDoesNot(t *testing.T) {
 	c := cluster.Shared(t)
 	bin := buildBinaries(t)
-	var out syncBuffer
+	var out agenttest.SyncBuffer // the story; the demo writes from two goroutines
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	rename := func(cfg string) string {
@@ -206,7 +187,7 @@ func TestInterruptCleansUp(t *testing.T) {
 	}
 	cmd := exec.Command(demoBin, "--bin", bin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out syncBuffer
+	var out agenttest.SyncBuffer // the story; the demo writes from two goroutines
 	var errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
