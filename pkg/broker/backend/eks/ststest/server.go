@@ -171,7 +171,7 @@ func Start(opts Options) (*Server, error) {
 		"sts-fips." + opts.Region + ".api.aws",
 		"localhost",
 	}
-	serverTLS, caPEM, err := newTLS(hosts)
+	serverTLS, caPEM, err := NewTLS(hosts)
 	if err != nil {
 		return nil, err
 	}

@@ -14,9 +14,10 @@ import (
 	"time"
 )
 
-// newTLS makes a throwaway CA and a server certificate for hosts and the
-// loopback addresses.
-func newTLS(hosts []string) (*tls.Config, []byte, error) {
+// NewTLS makes a throwaway CA and a server certificate for hosts and the
+// loopback addresses: the server's TLS config and the CA's PEM. Other test
+// servers beside the stand-in (a token-review webhook, say) use it too.
+func NewTLS(hosts []string) (*tls.Config, []byte, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generating the CA key: %w", err)
