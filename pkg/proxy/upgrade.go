@@ -191,14 +191,36 @@ func (p *Proxy) serveUpgrade(w http.ResponseWriter, r *http.Request, rq *request
 	done := make(chan struct{})
 	go func() {
 		// Bytes the client sent after its request headers sit in clientRW.
-		_, _ = io.Copy(conn, io.TeeReader(clientRW.Reader, tu))
-		closeBoth()
+		_, err := io.Copy(conn, io.TeeReader(clientRW.Reader, tu))
+		// A client that is done sending (a half-close: kubectl exec -ti
+		// does it when its stdin ends) still reads the rest of the output:
+		// pass the half-close on and let the other direction finish, as a
+		// direct connection would. Only a broken client ends both.
+		if hc, ok := conn.(interface{ CloseWrite() error }); ok && err == nil {
+			_ = hc.CloseWrite()
+		} else {
+			closeBoth()
+		}
 		close(done)
 	}()
 	_, _ = io.Copy(clientConn, io.TeeReader(upR, tc))
+	// The cluster is done. Tell the client (TLS close_notify) and give it a
+	// moment to read the rest and hang up itself: closing a socket that has
+	// unread input sends a reset, and a reset can make the client's kernel
+	// drop output it has not read yet (the last line of an exec -ti).
+	if hc, ok := clientConn.(interface{ CloseWrite() error }); ok && hc.CloseWrite() == nil {
+		select {
+		case <-done:
+		case <-time.After(lingerAfterUpstreamClose):
+		}
+	}
 	closeBoth()
 	<-done
 }
+
+// lingerAfterUpstreamClose bounds how long a finished stream waits for the
+// client to hang up.
+const lingerAfterUpstreamClose = 5 * time.Second
 
 // tapWriter hands bytes to a tap and never reports its errors: the stream
 // must not depend on the tap.

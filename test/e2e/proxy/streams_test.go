@@ -34,10 +34,22 @@ func TestExecLogsPortForwardThroughProxy(t *testing.T) {
 	}
 	// exec -ti under a real terminal (script(1) gives kubectl a pty).
 	if _, err := exec.LookPath("script"); err == nil {
-		line := bins.agent + " --kubeconfig " + c.AdminKubeconfig + " exec -- " + c.KubectlPath() + " exec -ti -n " + ns + " web -- sh -c 'echo tty-ok'"
+		// The sleep: kwok v0.7.0 can close a TTY session before it copies
+		// the process's last output when the process exits at once; kubectl
+		// straight to the apiserver loses "tty-ok" too (seen 1 in 30).
+		line := bins.agent + " --kubeconfig " + c.AdminKubeconfig + " exec -- " + c.KubectlPath() + " exec -ti -n " + ns + " web -- sh -c 'echo tty-ok; sleep 0.5'"
 		cmd := exec.Command("script", "-qec", line, "/dev/null")
 		cmd.Env = append(os.Environ(), "NO_COLOR=1")
+		// script ends the session when its stdin reaches EOF, which can cut
+		// the command's output short: give it a stdin that stays open.
+		stdinR, stdinW, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdin = stdinR
 		out, err := cmd.CombinedOutput()
+		stdinW.Close()
+		stdinR.Close()
 		if err != nil || !strings.Contains(string(out), "tty-ok") {
 			t.Fatalf("exec -ti: %v\n%s", err, out)
 		}
