@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/approval"
@@ -199,18 +197,11 @@ func (o *ApprovalsOptions) Run(ctx context.Context) error {
 }
 
 func (o *ApprovalsOptions) print(v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
+	output := o.Output
+	if output != "yaml" {
+		output = "json"
 	}
-	if o.Output == "yaml" {
-		if b, err = yaml.JSONToYAML(b); err != nil {
-			return err
-		}
-	} else {
-		b = append(b, '\n')
-	}
-	_, err = o.streams.Out.Write(b)
+	_, err := printData(o.streams.Out, output, v)
 	return err
 }
 

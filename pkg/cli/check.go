@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,7 +10,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/policy"
 	"github.com/kubectl-agent/kubectl-agent/pkg/ui"
@@ -193,24 +191,11 @@ func (o *CheckOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if _, err := fmt.Fprintf(o.Out, "%s\n", b); err != nil {
-			return err
-		}
-	case "yaml":
-		b, err := yaml.Marshal(res)
-		if err != nil {
-			return err
-		}
-		if _, err := o.Out.Write(b); err != nil {
-			return err
-		}
-	default:
+	done, err := printData(o.Out, o.Output, res)
+	if err != nil {
+		return err
+	}
+	if !done {
 		if err := o.printTable(res); err != nil {
 			return err
 		}

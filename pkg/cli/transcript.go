@@ -17,7 +17,6 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/session"
@@ -258,20 +257,7 @@ func (o *TranscriptShowOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(events, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(o.Out, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(events)
-		if err != nil {
-			return err
-		}
-		_, err = o.Out.Write(b)
+	if done, err := printData(o.Out, o.Output, events); done {
 		return err
 	}
 	u := ui.New(o.Out)
@@ -741,14 +727,7 @@ list transcripts.kubectl-agent.io.`,
 			if list == nil {
 				list = []api.TranscriptSummary{}
 			}
-			switch output {
-			case "json":
-				b, _ := json.MarshalIndent(map[string]any{"transcripts": list}, "", "  ")
-				fmt.Fprintf(streams.Out, "%s\n", b)
-				return nil
-			case "yaml":
-				b, _ := yaml.Marshal(map[string]any{"transcripts": list})
-				_, err := streams.Out.Write(b)
+			if done, err := printData(streams.Out, output, api.TranscriptList{Transcripts: list}); done {
 				return err
 			}
 			if len(list) == 0 {

@@ -1,12 +1,11 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/buildinfo"
 )
@@ -43,35 +42,9 @@ func (o *VersionOptions) Validate() error { return validateOutput(o.Output, "jso
 // Run prints the version.
 func (o *VersionOptions) Run() error { return printVersion(o.Out, o.Output, "kubectl-agent") }
 
-// validateOutput accepts "" (human output) or one of the allowed -o formats.
-func validateOutput(output string, allowed ...string) error {
-	if output == "" {
-		return nil
-	}
-	for _, a := range allowed {
-		if output == a {
-			return nil
-		}
-	}
-	return UsageError("unknown output format %q: use one of %v", output, allowed)
-}
-
-func printVersion(w interface{ Write([]byte) (int, error) }, output, name string) error {
+func printVersion(w io.Writer, output, name string) error {
 	info := buildinfo.Get()
-	switch output {
-	case "json":
-		b, err := json.MarshalIndent(info, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(info)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(b)
+	if done, err := printData(w, output, info); done {
 		return err
 	}
 	_, err := fmt.Fprintf(w, "%s %s (commit %s, built %s, %s)\n", name, info.Version, orUnknown(info.Commit), orUnknown(info.Date), info.GoVersion)

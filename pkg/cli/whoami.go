@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/yaml"
 
 	"github.com/kubectl-agent/kubectl-agent/pkg/api"
 	"github.com/kubectl-agent/kubectl-agent/pkg/credential"
@@ -92,20 +90,7 @@ func (o *WhoamiOptions) Run(ctx context.Context) error {
 	w := WhoAmI{Broker: m.Client.Broker(), Session: *s, TimeLeft: time.Until(s.ExpiresAt).Round(time.Second).String()}
 	w.Session.Credential = nil // never print cluster tokens
 	w.Session.KeyBinding = ""
-	switch o.Output {
-	case "json":
-		b, err := json.MarshalIndent(w, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(o.Out, "%s\n", b)
-		return err
-	case "yaml":
-		b, err := yaml.Marshal(w)
-		if err != nil {
-			return err
-		}
-		_, err = o.Out.Write(b)
+	if done, err := printData(o.Out, o.Output, w); done {
 		return err
 	}
 	return printWhoami(o.Out, w)
